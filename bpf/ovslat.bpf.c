@@ -1,0 +1,550 @@
+/* ovslat: receive-path latency across the backlog boundary, many interfaces at once.
+ *
+ *   S1 enqueue_to_backlog   packet queued to a CPU's backlog
+ *   S2 __netif_receive_skb  dequeued by process_backlog() in softirq
+ *   S3 ip_rcv               handed to IPv4
+ *
+ * One program serves every monitored interface: `ifaces` maps
+ * (netns inode, ifindex) to a slot, and every per-interface map is indexed by
+ * slot. Histograms and counters live in per-CPU arrays; user space sums them.
+ *
+ * Built by ovslat/bpf_loader.py with cflags giving:
+ *   BACKEND_FENTRY | BACKEND_KPROBE | BACKEND_TRACEPOINT
+ *   MAX_IFACES, MAX_FLOWS, OVSLAT_NR_CPUS, OVSLAT_DEBUG (optional)
+ *   OFF_* struct offsets read from the running kernel's BTF, never from the
+ *   header tree bcc compiles against (it may be another kernel's).
+ */
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+
+#include "ovslat.h"
+
+BPF_HASH(ifaces, struct iface_key, struct iface_val, MAX_IFACES);
+BPF_ARRAY(config, struct config, 1);
+/* slot MAX_IFACES collects PROBE_ENTRY, which fires before the interface is known */
+BPF_PERCPU_ARRAY(counters, struct counters, MAX_IFACES + 1);
+BPF_PERCPU_ARRAY(hists, struct hist, MAX_IFACES *NSTAGES);
+BPF_PERCPU_ARRAY(maxima, struct maxima, 2 * MAX_IFACES);
+BPF_TABLE("lru_hash", u64, struct flow, flows, MAX_FLOWS);
+BPF_PERCPU_ARRAY(last_rx, struct last_receive, 1);
+/* address of each CPU's softnet_data, learnt from its backlog NAPI polls */
+BPF_ARRAY(backlogs, u64, OVSLAT_NR_CPUS);
+
+#define KREAD(dst, src) bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)(src))
+
+#ifdef OVSLAT_DEBUG
+#define DBG(c, point, id) ((c)->debug[(point)*NDBG + (id)]++)
+static __always_inline void dbg_global(u32 point, u32 id)
+{
+	u32 g = MAX_IFACES;
+	struct counters *gc = counters.lookup(&g);
+
+	if (gc && point < NPOINTS && id < NDBG)
+		gc->debug[point * NDBG + id]++;
+}
+#else
+#define DBG(c, point, id)                                                                          \
+	do {                                                                                       \
+	} while (0)
+static __always_inline void dbg_global(u32 point, u32 id)
+{
+}
+#endif
+
+enum { POINT_S1 = 0, POINT_S2 = 1, POINT_S3 = 2 };
+enum { PARSE_OK = 0, PARSE_NOT_IPV4, PARSE_FAIL };
+
+struct pkt {
+	u32 saddr;
+	u32 daddr;
+	u16 sport;
+	u16 dport;
+	u32 proto;
+	u32 has_ports;
+	u32 fingerprint;
+};
+
+static __always_inline u32 mix32(u32 h, u32 v)
+{
+	h ^= v * 0x9E3779B1u;
+	return (h << 13 | h >> 19) * 5 + 0xE6546B64u;
+}
+
+static __always_inline int parse(void *skb, struct pkt *p)
+{
+	u16 eth_proto = 0;
+	void *data = 0;
+	struct iphdr ip;
+	u32 l4 = 0;
+
+	if (KREAD(eth_proto, skb + OFF_SKB_PROTOCOL) || eth_proto != bpf_htons(ETH_P_IP))
+		return PARSE_NOT_IPV4;
+	/* At S1, S2 and S3 skb->data points at the IP header: eth_type_trans()
+	 * ran before netif_rx()/netif_receive_skb() on every Ethernet path. */
+	if (KREAD(data, skb + OFF_SKB_DATA) || !data)
+		return PARSE_FAIL;
+	if (bpf_probe_read_kernel(&ip, sizeof(ip), data) || ip.version != 4 || ip.ihl < 5)
+		return PARSE_FAIL;
+	p->saddr = ip.saddr;
+	p->daddr = ip.daddr;
+	p->proto = ip.protocol;
+	/* Only the first fragment carries the L4 header. */
+	if (!(ip.frag_off & bpf_htons(0x1fff))) {
+		void *l4p = data + ip.ihl * 4;
+		if (ip.protocol == IPPROTO_TCP || ip.protocol == IPPROTO_UDP) {
+			if (KREAD(l4, l4p))
+				return PARSE_FAIL;
+			p->sport = bpf_ntohs((u16)l4);
+			p->dport = bpf_ntohs((u16)(l4 >> 16));
+			p->has_ports = 1;
+		} else if (ip.protocol == IPPROTO_ICMP) {
+			/* echo id + sequence */
+			if (KREAD(l4, l4p + 4))
+				return PARSE_FAIL;
+		}
+	}
+	p->fingerprint = mix32(mix32(mix32(ip.saddr, ip.daddr), (u32)ip.id << 16 | ip.tot_len),
+			       l4 ^ ip.protocol);
+	return PARSE_OK;
+}
+
+/* Non-zero when the packet does not match the user's filters. */
+static __always_inline int filtered(struct config *cfg, struct pkt *p, struct counters *c,
+				    int point)
+{
+	u32 fl = cfg->flags;
+
+	if (((fl & F_SRC_IP) && p->saddr != cfg->src_ip) ||
+	    ((fl & F_DST_IP) && p->daddr != cfg->dst_ip) ||
+	    ((fl & F_PROTOCOL) && p->proto != cfg->protocol)) {
+		DBG(c, point, DBG_IP_FILTER);
+		return 1;
+	}
+	if ((fl & (F_SRC_PORT | F_DST_PORT)) &&
+	    (!p->has_ports || ((fl & F_SRC_PORT) && p->sport != cfg->src_port) ||
+	     ((fl & F_DST_PORT) && p->dport != cfg->dst_port))) {
+		DBG(c, point, DBG_PORT_FILTER);
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline struct iface_val *iface_of(void *skb)
+{
+	struct iface_key k = {};
+	void *dev = 0, *net = 0;
+
+	if (KREAD(dev, skb + OFF_SKB_DEV) || !dev)
+		return 0;
+	if (KREAD(k.ifindex, dev + OFF_DEV_IFINDEX) || KREAD(net, dev + OFF_DEV_NET) || !net ||
+	    KREAD(k.netns, net + OFF_NET_INUM))
+		return 0;
+	return ifaces.lookup(&k);
+}
+
+static __always_inline u32 msb64(u64 v)
+{
+	u32 r = 0;
+
+	if (v >> 32) {
+		v >>= 32;
+		r += 32;
+	}
+	if (v >> 16) {
+		v >>= 16;
+		r += 16;
+	}
+	if (v >> 8) {
+		v >>= 8;
+		r += 8;
+	}
+	if (v >> 4) {
+		v >>= 4;
+		r += 4;
+	}
+	if (v >> 2) {
+		v >>= 2;
+		r += 2;
+	}
+	if (v >> 1)
+		r += 1;
+	return r;
+}
+
+/* Must match ovslat/histogram.py:bucket_of. */
+static __always_inline u32 bucket_of(u64 ns)
+{
+	u32 m, b;
+
+	if (ns < 4)
+		return ns;
+	m = msb64(ns);
+	b = (m - 1) * 4 + ((ns >> (m - 2)) & 3);
+	return b < NBUCKETS ? b : NBUCKETS - 1;
+}
+
+static __always_inline void update_max(u32 epoch, u32 slot, u32 metric, u64 v)
+{
+	u32 idx = (epoch & 1) * MAX_IFACES + slot;
+	struct maxima *m = maxima.lookup(&idx);
+
+	if (m && metric < NMAX && v > m->v[metric])
+		m->v[metric] = v;
+}
+
+static __always_inline void record(struct config *cfg, u32 slot, u32 stage, u64 ns)
+{
+	u32 idx = slot * NSTAGES + stage;
+	struct hist *h = hists.lookup(&idx);
+	u32 b = bucket_of(ns);
+
+	if (h && b < NBUCKETS) {
+		h->buckets[b]++;
+		h->sum_ns += ns;
+	}
+	update_max(cfg->epoch, slot, stage, ns);
+}
+
+/* Packets in `cpu`'s backlog (input_pkt_queue) right now, or -1 if that
+ * CPU's softnet_data has not been learnt yet. */
+static __always_inline s64 backlog_len(u32 cpu)
+{
+	u64 *sd = backlogs.lookup(&cpu);
+	u32 qlen = 0;
+
+	if (!sd || !*sd || KREAD(qlen, *sd + OFF_SD_QLEN))
+		return -1;
+	return qlen;
+}
+
+static __always_inline void count_enqueue(struct config *cfg, struct counters *c, u32 slot,
+					  s32 target_cpu, struct flow *f)
+{
+	s64 qlen = target_cpu < 0 ? -1 : backlog_len(target_cpu);
+
+	c->enqueued++;
+	if (qlen >= 0) {
+		f->queue_depth = qlen;
+		c->queue_depth_sum += qlen;
+		c->queue_depth_samples++;
+		update_max(cfg->epoch, slot, MAX_QUEUE_DEPTH, qlen);
+	}
+}
+
+/* S1. target_cpu < 0: not known at this hook (tracepoint backend): the local
+ * CPU when the interface has no RPS, else unknown and no queue depth is
+ * sampled rather than a wrong one. tentative:
+ * the hook cannot tell yet whether the packet is enqueued at all. Returns the
+ * interface slot, or -1 when the packet is not tracked. */
+static __always_inline s32 on_enqueue(void *skb, s32 target_cpu, u32 tentative)
+{
+	struct iface_val *iv;
+	struct counters *c;
+	struct config *cfg;
+	struct pkt p = {};
+	u32 slot, zero = 0, cpu;
+	int r;
+
+	dbg_global(POINT_S1, DBG_PROBE_ENTRY);
+	iv = iface_of(skb);
+	if (!iv)
+		return -1;
+	slot = iv->slot;
+	c = counters.lookup(&slot);
+	cfg = config.lookup(&zero);
+	if (!c || !cfg)
+		return -1;
+	DBG(c, POINT_S1, DBG_HANDLE_ENTRY);
+	DBG(c, POINT_S1, DBG_PARSE_ENTRY);
+	r = parse(skb, &p);
+	if (r == PARSE_NOT_IPV4)
+		return -1;
+	if (r == PARSE_FAIL) {
+		c->parse_failures++;
+		return -1;
+	}
+	DBG(c, POINT_S1, DBG_PARSE_SUCCESS);
+	if (filtered(cfg, &p, c, POINT_S1))
+		return -1;
+
+	cpu = bpf_get_smp_processor_id();
+	struct flow f = {
+	    .ts_enqueue_ns = bpf_ktime_get_ns(),
+	    .fingerprint = p.fingerprint,
+	    .slot = slot,
+	    .enqueue_cpu = cpu,
+	    .tentative = tentative,
+	};
+	if (target_cpu < 0 && (iv->flags & IFACE_NO_RPS))
+		target_cpu = cpu;
+	if (!tentative)
+		count_enqueue(cfg, c, slot, target_cpu, &f);
+	u64 key = (u64)skb;
+	flows.update(&key, &f);
+	DBG(c, POINT_S1, DBG_FLOW_CREATE);
+	return slot;
+}
+
+#ifdef BACKEND_TRACEPOINT
+/* netif_receive_skb() either receives synchronously or, with RPS, enqueues
+ * to a backlog; its tracepoints do not say which. Each call pushes its skb
+ * (0 if untracked) here; a core receive of the top skb on this CPU means
+ * synchronous, and an exit that still finds it means it went to a backlog.
+ * A stack because receives can nest (a tunnel or tap receiving inside one). */
+#define PENDING_DEPTH 4 /* a power of two */
+struct pending {
+	u32 depth;
+	u32 slot[PENDING_DEPTH];
+	u64 skb[PENDING_DEPTH];
+};
+BPF_PERCPU_ARRAY(pendings, struct pending, 1);
+
+static __always_inline int is_synchronous(u64 skb)
+{
+	u32 zero = 0, top;
+	struct pending *pd = pendings.lookup(&zero);
+
+	if (!pd || pd->depth == 0 || pd->depth > PENDING_DEPTH)
+		return 0;
+	/* the mask keeps the verifier sure of the bound after clang's rewrites */
+	top = (pd->depth - 1) & (PENDING_DEPTH - 1);
+	if (pd->skb[top] == skb) {
+		pd->skb[top] = 0;
+		return 1;
+	}
+	return 0;
+}
+#else
+static __always_inline int is_synchronous(u64 skb)
+{
+	return 0;
+}
+#endif
+
+/* S2 */
+static __always_inline void on_receive(void *skb)
+{
+	struct last_receive *lr;
+	struct iface_val *iv;
+	struct counters *c;
+	struct config *cfg;
+	struct flow *f;
+	struct pkt p = {};
+	u32 slot, zero = 0, cpu, enqueue_cpu;
+	u64 key = (u64)skb, now, ts;
+
+	dbg_global(POINT_S2, DBG_PROBE_ENTRY);
+	/* Any receive ends the previous one's S2 -> S3 window on this CPU. Else a
+	 * packet that never reached ip_rcv() (dropped as PACKET_OTHERHOST, taken
+	 * by an rx_handler) leaves a record that a later skb at the same,
+	 * recycled address would match: OVS re-injecting that very packet into
+	 * its bridge port does exactly that, with identical headers. */
+	lr = last_rx.lookup(&zero);
+	if (lr)
+		lr->skb = 0;
+	iv = iface_of(skb);
+	if (!iv)
+		return;
+	slot = iv->slot;
+	c = counters.lookup(&slot);
+	cfg = config.lookup(&zero);
+	if (!c || !cfg)
+		return;
+	DBG(c, POINT_S2, DBG_HANDLE_ENTRY);
+	DBG(c, POINT_S2, DBG_PARSE_ENTRY);
+	if (parse(skb, &p) != PARSE_OK)
+		return; /* counted at S1 */
+	DBG(c, POINT_S2, DBG_PARSE_SUCCESS);
+	if (filtered(cfg, &p, c, POINT_S2))
+		return;
+	DBG(c, POINT_S2, DBG_FLOW_LOOKUP);
+	f = flows.lookup(&key);
+	if (is_synchronous(key)) {
+		if (f)
+			flows.delete(&key);
+		f = 0;
+	}
+	if (!f || f->fingerprint != p.fingerprint || f->slot != slot) {
+		/* Never enqueued (synchronous receive), evicted from a full
+		 * LRU, or a recycled sk_buff: no latency is better than a wrong one. */
+		c->flow_lookup_failures++;
+		if (f)
+			flows.delete(&key);
+		return;
+	}
+	DBG(c, POINT_S2, DBG_FLOW_FOUND);
+	ts = f->ts_enqueue_ns;
+	enqueue_cpu = f->enqueue_cpu;
+	flows.delete(&key);
+
+	now = bpf_ktime_get_ns();
+	cpu = bpf_get_smp_processor_id();
+	record(cfg, slot, STAGE_ENQUEUE_TO_RECEIVE, now - ts);
+	c->received++;
+	if (cpu != enqueue_cpu)
+		c->cross_cpu++;
+	if (lr) {
+		lr->skb = key;
+		lr->ts_receive_ns = now;
+		lr->slot = slot;
+	}
+	DBG(c, POINT_S2, DBG_LATENCY_SUBMIT);
+}
+
+/* S3: runs synchronously inside the S2 call chain on the same CPU. */
+static __always_inline void on_ip(void *skb)
+{
+	struct last_receive *lr;
+	struct counters *c;
+	struct config *cfg;
+	u32 slot, zero = 0;
+
+	dbg_global(POINT_S3, DBG_PROBE_ENTRY);
+	lr = last_rx.lookup(&zero);
+	if (!lr || lr->skb != (u64)skb)
+		return;
+	slot = lr->slot;
+	lr->skb = 0;
+	c = counters.lookup(&slot);
+	cfg = config.lookup(&zero);
+	if (!c || !cfg)
+		return;
+	DBG(c, POINT_S3, DBG_HANDLE_ENTRY);
+	DBG(c, POINT_S3, DBG_FLOW_FOUND);
+	record(cfg, slot, STAGE_RECEIVE_TO_IP, bpf_ktime_get_ns() - lr->ts_receive_ns);
+	c->ip_rcv++;
+	DBG(c, POINT_S3, DBG_LATENCY_SUBMIT);
+}
+
+/* Learn each CPU's softnet_data from the backlog NAPI it polls: kallsyms has
+ * no per-CPU data symbols without CONFIG_KALLSYMS_ALL, so this is how the
+ * real backlog length becomes readable. One array read per poll once known. */
+RAW_TRACEPOINT_PROBE(napi_poll)
+{
+	u32 cpu = bpf_get_smp_processor_id(), zero = 0;
+	u64 *sd = backlogs.lookup(&cpu), poll = 0;
+	void *napi = (void *)ctx->args[0];
+	struct config *cfg;
+
+	if (!sd || *sd)
+		return 0;
+	cfg = config.lookup(&zero);
+	if (cfg && cfg->backlog_poll_fn && !KREAD(poll, napi + OFF_NAPI_POLL) &&
+	    poll == cfg->backlog_poll_fn)
+		*sd = (u64)napi - OFF_SD_BACKLOG;
+	return 0;
+}
+
+#if defined(BACKEND_FENTRY)
+
+KFUNC_PROBE(enqueue_to_backlog, void *skb, int cpu)
+{
+	on_enqueue(skb, cpu, 0);
+	return 0;
+}
+
+KFUNC_PROBE(__netif_receive_skb, void *skb)
+{
+	on_receive(skb);
+	return 0;
+}
+
+KFUNC_PROBE(ip_rcv, void *skb)
+{
+	on_ip(skb);
+	return 0;
+}
+
+#elif defined(BACKEND_KPROBE)
+
+int kprobe_enqueue(struct pt_regs *ctx, void *skb, int cpu)
+{
+	on_enqueue(skb, cpu, 0);
+	return 0;
+}
+
+int kprobe_receive(struct pt_regs *ctx, void *skb)
+{
+	on_receive(skb);
+	return 0;
+}
+
+int kprobe_ip(struct pt_regs *ctx, void *skb)
+{
+	on_ip(skb);
+	return 0;
+}
+
+#else /* BACKEND_TRACEPOINT */
+
+/* netif_rx_internal(): always followed by enqueue_to_backlog(). */
+RAW_TRACEPOINT_PROBE(netif_rx)
+{
+	on_enqueue((void *)ctx->args[0], -1, 0);
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(netif_receive_skb_entry)
+{
+	u32 zero = 0, d;
+	void *skb = (void *)ctx->args[0];
+	struct pending *pd = pendings.lookup(&zero);
+	s32 slot;
+
+	if (!pd)
+		return 0;
+	d = pd->depth++;
+	if (d >= PENDING_DEPTH)
+		return 0;
+	slot = on_enqueue(skb, -1, 1);
+	d &= PENDING_DEPTH - 1;
+	pd->skb[d] = slot < 0 ? 0 : (u64)skb;
+	pd->slot[d] = slot < 0 ? 0 : slot;
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(netif_receive_skb_exit)
+{
+	u32 zero = 0, d, slot;
+	struct pending *pd = pendings.lookup(&zero);
+	struct counters *c;
+
+	if (!pd || pd->depth == 0)
+		return 0;
+	d = --pd->depth;
+	if (d >= PENDING_DEPTH)
+		return 0;
+	d &= PENDING_DEPTH - 1;
+	if (!pd->skb[d])
+		return 0;
+	/* Not received synchronously: it went to a backlog (RPS). Which CPU's
+	 * is not visible here, so no queue depth sample. */
+	slot = pd->slot[d];
+	pd->skb[d] = 0;
+	c = counters.lookup(&slot);
+	if (c)
+		c->enqueued++;
+	return 0;
+}
+
+/* __netif_receive_skb_core() */
+RAW_TRACEPOINT_PROBE(netif_receive_skb)
+{
+	on_receive((void *)ctx->args[0]);
+	return 0;
+}
+
+/* S3 without kprobes: a BPF netfilter program (Linux >= 6.4) at IPv4
+ * PRE_ROUTING, which ip_rcv() runs right after validating the header. The
+ * context is struct bpf_nf_ctx { state; skb; }. */
+int netfilter_ip_rcv(void *ctx)
+{
+	void *skb = 0;
+
+	if (!bpf_probe_read_kernel(&skb, sizeof(skb), ctx + 8) && skb)
+		on_ip(skb);
+	return 1; /* NF_ACCEPT */
+}
+
+#endif

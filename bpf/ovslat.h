@@ -1,0 +1,123 @@
+/* Shared definitions of ovslat's BPF program and its user-space reader.
+ *
+ * Field and enum names here are the names user space reads through bcc's
+ * ctypes mirror of these structs, and the names used in JSON and the text
+ * report: keep them in step with ovslat/layout.py.
+ */
+#ifndef OVSLAT_H
+#define OVSLAT_H
+
+/* Stages measured per interface: S1 -> S2 and S2 -> S3. */
+enum stage {
+	STAGE_ENQUEUE_TO_RECEIVE = 0,
+	STAGE_RECEIVE_TO_IP = 1,
+	NSTAGES = 2,
+};
+
+/* Maxima kept per interval (see the epoch in struct config). */
+enum max_metric {
+	MAX_ENQUEUE_TO_RECEIVE = 0,
+	MAX_RECEIVE_TO_IP = 1,
+	MAX_QUEUE_DEPTH = 2,
+	NMAX = 3,
+};
+
+/* The seed tool's debug counters, per probe point (S1, S2, S3). */
+enum debug_counter {
+	DBG_PROBE_ENTRY = 0,
+	DBG_HANDLE_ENTRY,
+	DBG_PARSE_ENTRY,
+	DBG_PARSE_SUCCESS,
+	DBG_IP_FILTER,
+	DBG_PORT_FILTER,
+	DBG_FLOW_CREATE,
+	DBG_FLOW_LOOKUP,
+	DBG_FLOW_FOUND,
+	DBG_LATENCY_SUBMIT,
+	NDBG,
+};
+#define NPOINTS 3
+
+/* Log-linear latency buckets: 4 per power of two, nanoseconds.
+ * Bucket b < 4 holds exactly b ns; for b >= 4 with m = b / 4 + 1 and
+ * s = b % 4 it holds [(4 + s) << (m - 2), (5 + s) << (m - 2)).
+ * The last bucket also holds everything above it (2^40 ns = 18 min), so
+ * nothing is ever lost or wrapped. Relative width of a bucket <= 25%. */
+#define NBUCKETS 160
+
+struct iface_key {
+	__u32 netns; /* inode of the interface's network namespace */
+	__u32 ifindex;
+};
+
+#define IFACE_NO_RPS (1 << 0) /* RPS off on every RX queue: backlog = local CPU's */
+
+struct iface_val {
+	__u32 slot;
+	__u32 flags; /* IFACE_* */
+};
+
+#define F_SRC_IP (1 << 0)
+#define F_DST_IP (1 << 1)
+#define F_SRC_PORT (1 << 2)
+#define F_DST_PORT (1 << 3)
+#define F_PROTOCOL (1 << 4)
+
+/* One-entry array map written by user space: filters and run-time knobs. */
+struct config {
+	__u32 flags;	       /* F_* */
+	__u32 src_ip;	       /* network byte order */
+	__u32 dst_ip;	       /* network byte order */
+	__u16 src_port;	       /* host byte order */
+	__u16 dst_port;	       /* host byte order */
+	__u32 protocol;	       /* IPPROTO_* when F_PROTOCOL */
+	__u32 epoch;	       /* selects the half of `maxima` being written */
+	__u64 backlog_poll_fn; /* address of process_backlog(), to spot backlog NAPI */
+};
+
+/* Per interface, per CPU; user space sums the CPUs. */
+struct counters {
+	__u64 enqueued;
+	__u64 received;
+	__u64 ip_rcv;
+	__u64 cross_cpu;
+	__u64 parse_failures;
+	__u64 flow_lookup_failures;
+	__u64 queue_depth_sum;
+	__u64 queue_depth_samples;
+	__u64 debug[NPOINTS * NDBG]; /* [point][counter]; flat: bcc mirrors only 1-D arrays */
+};
+
+/* Per interval: user space flips config.epoch, then reads and zeroes the
+ * half that was being written. */
+struct maxima {
+	__u64 v[NMAX];
+};
+
+struct hist {
+	__u64 buckets[NBUCKETS];
+	__u64 sum_ns;
+};
+
+/* A packet between S1 and S2, keyed by its sk_buff address. The fingerprint
+ * guards against a recycled sk_buff being taken for an earlier packet. */
+struct flow {
+	__u64 ts_enqueue_ns;
+	__u32 fingerprint;
+	__u32 slot;
+	__u32 enqueue_cpu;
+	__u32 queue_depth;
+	__u32 tentative; /* tracepoint backend: maybe a synchronous receive */
+	__u32 pad;
+};
+
+/* Per CPU: the packet whose S2 was seen last; S3 follows synchronously on
+ * the same CPU, so no hash map entry is needed between S2 and S3. */
+struct last_receive {
+	__u64 skb;
+	__u64 ts_receive_ns;
+	__u32 slot;
+	__u32 pad;
+};
+
+#endif

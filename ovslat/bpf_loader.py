@@ -1,0 +1,327 @@
+"""Compiles bpf/ovslat.bpf.c once, attaches it with the best backend the
+kernel allows, and reads its maps. The only module that imports bcc."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bcc import BPF
+
+from . import nflink
+from .btf import BtfError
+from .errors import UserError
+from .histogram import NBUCKETS, Histogram
+from .kernel import BACKENDS, HOOKS, KernelInfo, kprobes_supported
+from .model import DEBUG_COUNTERS, STAGES, Counters, Interface
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+SOURCE = BPF_DIR / "ovslat.bpf.c"
+NMAX = 3
+IFACE_NO_RPS = 1  # bpf/ovslat.h
+NPOINTS = 3
+NDBG = len(DEBUG_COUNTERS)
+_KPROBE_FN = dict(zip(HOOKS, ("kprobe_enqueue", "kprobe_receive", "kprobe_ip"), strict=True))
+
+# What S3 means under each backend; shown by README and the reports.
+S3_MEANING = {
+    "fentry": "ip_rcv() entry (fentry)",
+    "kprobe": "ip_rcv() entry (kprobe)",
+    "tracepoint": "IPv4 PRE_ROUTING netfilter hook inside ip_rcv() (BPF netfilter link)",
+}
+
+
+def _debug(c, point: int, counter: int) -> int:
+    # struct counters keeps debug[point][counter] flattened (bpf/ovslat.h).
+    return c.debug[point * NDBG + counter]
+
+
+class BackendUnavailable(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    backend: str = "auto"
+    max_ifaces: int = 64
+    max_flows: int = 10240
+    debug: bool = False
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """bcc and libbpf print straight to fd 2; keep that for the error message
+    instead of spraying it over the user's terminal."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        box = {"text": ""}
+        try:
+            yield box
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            box["text"] = tmp.read().decode(errors="replace")
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def cflags(kernel: KernelInfo, backend: str, o: EngineOptions) -> list[str]:
+    flags = [
+        f"-I{BPF_DIR}",
+        f"-DBACKEND_{backend.upper()}",
+        f"-DMAX_IFACES={o.max_ifaces}",
+        f"-DMAX_FLOWS={o.max_flows}",
+        f"-DOVSLAT_NR_CPUS={kernel.ncpus}",
+    ]
+    flags += [f"-D{k}={v}" for k, v in kernel.offsets.items()]
+    if o.debug:
+        flags.append("-DOVSLAT_DEBUG")
+    return flags
+
+
+class Program:
+    """The loaded, attached BPF program of one backend."""
+
+    def __init__(self, kernel: KernelInfo, backend: str, opts: EngineOptions):
+        self.kernel = kernel
+        self.backend = backend
+        self.opts = opts
+        self.notes: list[str] = []
+        self.s3 = S3_MEANING[backend]
+        self._links: dict[int, int] = {}  # netns inode -> netfilter link fd
+        self._nf_fn = None
+        self._epoch = 0
+        self.bpf = self._compile_and_attach()
+        self._ifaces = self.bpf["ifaces"]
+        self._counters = self.bpf["counters"]
+        self._hists = self.bpf["hists"]
+        self._maxima = self.bpf["maxima"]
+        self._config_values: dict[str, int] = {}
+        self._write_config()
+
+    # ---- loading -------------------------------------------------------
+    def _compile_and_attach(self) -> BPF:
+        symbols = self.kernel.hook_symbols()
+        if self.backend == "fentry":
+            missing = [h for h in HOOKS if not self.kernel.btf.has_func(h) or symbols[h] != h]
+            if missing:
+                raise BackendUnavailable(
+                    f"no BTF function for {', '.join(missing)} (inlined or renamed by GCC)"
+                )
+            if not BPF.support_kfunc():
+                raise BackendUnavailable("kernel has no BPF trampoline support")
+        if self.backend == "kprobe":
+            if not kprobes_supported():
+                raise BackendUnavailable("kernel built without CONFIG_KPROBES")
+            missing = [h for h in HOOKS if not symbols[h]]
+            if missing:
+                raise BackendUnavailable(f"no kernel symbol for {', '.join(missing)}")
+        b = None
+        failure = None
+        with _captured_stderr() as err:
+            try:
+                # fentry and raw tracepoint programs attach as they load.
+                flags = cflags(self.kernel, self.backend, self.opts)
+                b = BPF(src_file=str(SOURCE).encode(), cflags=flags)
+                if self.backend == "kprobe":
+                    for hook, fn in _KPROBE_FN.items():
+                        b.attach_kprobe(event=symbols[hook].encode(), fn_name=fn.encode())
+            except Exception as e:  # bcc raises bare Exception for load/attach failures
+                failure = str(e).strip()
+                if b is not None:
+                    b.cleanup()
+        if failure is not None:
+            detail = _last_line(err["text"])
+            raise BackendUnavailable(failure + (f" ({detail})" if detail else ""))
+        if self.backend == "tracepoint":
+            self._load_netfilter(b)
+        return b
+
+    def _load_netfilter(self, b: BPF) -> None:
+        try:
+            prog_type = self.kernel.btf.enum_value("bpf_prog_type", "BPF_PROG_TYPE_NETFILTER")
+            self._nf_attach_type = self.kernel.btf.enum_value("bpf_attach_type", "BPF_NETFILTER")
+        except BtfError:
+            self.s3 = None
+            self.notes.append("S3 unavailable: kernel < 6.4 has no BPF netfilter hook")
+            return
+        with _captured_stderr():
+            try:
+                self._nf_fn = b.load_func(
+                    b"netfilter_ip_rcv", prog_type, attach_type=self._nf_attach_type
+                )
+            except Exception as e:
+                self.s3 = None
+                self.notes.append(f"S3 unavailable: netfilter program did not load ({e})")
+
+    # ---- run-time settings --------------------------------------------
+    def _write_config(self) -> None:
+        t = self.bpf["config"]
+        cfg = t.Leaf()
+        for name, value in self._config_values.items():
+            setattr(cfg, name, value)
+        cfg.epoch = self._epoch
+        cfg.backlog_poll_fn = self.kernel.kallsyms.get("process_backlog", 0)
+        t[t.Key(0)] = cfg
+
+    def set_filters(self, values: dict[str, int]) -> None:
+        self._config_values = dict(values)
+        self._write_config()
+
+    def add_interface(self, iface: Interface) -> None:
+        if iface.slot >= self.opts.max_ifaces:
+            raise UserError(
+                f"too many interfaces: {iface.slot + 1} > --max-ifaces {self.opts.max_ifaces}"
+            )
+        self._clear_slot(iface.slot)
+        k = self._ifaces.Key(iface.netns_inode, iface.ifindex)
+        self._ifaces[k] = self._ifaces.Leaf(iface.slot, IFACE_NO_RPS if iface.rps is False else 0)
+        if self._nf_fn is not None and iface.netns_inode not in self._links:
+            path = None if not iface.netns else f"/var/run/netns/{iface.netns}"
+            try:
+                self._links[iface.netns_inode] = nflink.link_create(
+                    self._nf_fn.fd, self._nf_attach_type, path
+                )
+            except OSError as e:
+                self.notes.append(f"S3 unavailable in {iface.netns or 'this netns'}: {e}")
+
+    def remove_interface(self, iface: Interface) -> None:
+        with contextlib.suppress(KeyError):
+            del self._ifaces[self._ifaces.Key(iface.netns_inode, iface.ifindex)]
+
+    def _clear_slot(self, slot: int) -> None:
+        self._counters.clearitem(self._counters.Key(slot))
+        for stage in range(len(STAGES)):
+            self._hists.clearitem(self._hists.Key(slot * len(STAGES) + stage))
+        for half in range(2):
+            self._maxima.clearitem(self._maxima.Key(half * self.opts.max_ifaces + slot))
+
+    # ---- reading --------------------------------------------------------
+    def read_counters(self, slot: int) -> tuple[Counters, tuple[tuple[int, ...], ...]]:
+        per_cpu = self._counters.getvalue(self._counters.Key(slot))
+        vals = {
+            name: sum(getattr(c, name) for c in per_cpu)
+            for name in (
+                "enqueued",
+                "received",
+                "ip_rcv",
+                "cross_cpu",
+                "parse_failures",
+                "flow_lookup_failures",
+                "queue_depth_sum",
+                "queue_depth_samples",
+            )
+        }
+        debug: tuple[tuple[int, ...], ...] = ()
+        if self.opts.debug:
+            debug = tuple(
+                tuple(sum(_debug(c, p, i) for c in per_cpu) for i in range(NDBG))
+                for p in range(NPOINTS)
+            )
+        return Counters(**vals), debug
+
+    def read_probe_entries(self) -> tuple[int, ...]:
+        if not self.opts.debug:
+            return ()
+        per_cpu = self._counters.getvalue(self._counters.Key(self.opts.max_ifaces))
+        return tuple(sum(_debug(c, p, 0) for c in per_cpu) for p in range(NPOINTS))
+
+    def read_hist(self, slot: int, stage: int) -> Histogram:
+        per_cpu = self._hists.getvalue(self._hists.Key(slot * len(STAGES) + stage))
+        buckets = [0] * NBUCKETS
+        total = 0
+        for h in per_cpu:
+            for i, n in enumerate(h.buckets):
+                if n:
+                    buckets[i] += n
+            total += h.sum_ns
+        return Histogram(tuple(buckets), total, 0)
+
+    def flip_epoch(self, slots: list[int]) -> dict[int, tuple[int, ...]]:
+        """Start a new interval for the maxima; return the last one's per slot."""
+        old = self._epoch & 1
+        self._epoch += 1
+        self._write_config()
+        out = {}
+        for slot in slots:
+            k = self._maxima.Key(old * self.opts.max_ifaces + slot)
+            per_cpu = self._maxima.getvalue(k)
+            out[slot] = tuple(max(m.v[i] for m in per_cpu) for i in range(NMAX))
+            self._maxima.clearitem(k)
+        return out
+
+    def probe_cost_by_program(self) -> dict[str, tuple[int, int]]:
+        """name -> (run_time_ns, run_cnt) from fdinfo; both stay 0 unless
+        sysctl kernel.bpf_stats_enabled=1."""
+        out = {}
+        for name, fn in self.bpf.funcs.items():
+            ns = cnt = 0
+            try:
+                with open(f"/proc/self/fdinfo/{fn.fd}") as f:
+                    for line in f:
+                        key, _, val = line.partition(":")
+                        if key == "run_time_ns":
+                            ns = int(val)
+                        elif key == "run_cnt":
+                            cnt = int(val)
+            except OSError:
+                continue
+            out[name.decode()] = (ns, cnt)
+        return out
+
+    def probe_cost(self) -> tuple[int, int]:
+        """(run_time_ns, run_cnt) summed over all of this program's functions."""
+        costs = self.probe_cost_by_program().values()
+        return sum(ns for ns, _ in costs), sum(cnt for _, cnt in costs)
+
+    def close(self) -> None:
+        for fd in self._links.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._links.clear()
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None
+
+
+def open_program(kernel: KernelInfo, opts: EngineOptions) -> Program:
+    """The requested backend, or with 'auto' the first that loads and
+    attaches of fentry (cheapest), kprobe, tracepoint."""
+    if opts.backend != "auto" and opts.backend not in BACKENDS:
+        raise UserError(f"unknown backend {opts.backend!r}: use auto, {', '.join(BACKENDS)}")
+    order = BACKENDS if opts.backend == "auto" else (opts.backend,)
+    reasons = []
+    for backend in order:
+        try:
+            return Program(kernel, backend, opts)
+        except BackendUnavailable as e:
+            reasons.append(f"{backend}: {e}")
+    if opts.backend != "auto":
+        raise UserError(
+            f"--attach {opts.backend} is not usable on this kernel ({reasons[0]}); "
+            "try --attach auto or run `ovslat doctor`"
+        )
+    raise UserError("no BPF attach backend works on this kernel: " + "; ".join(reasons))
+
+
+def compile_only(kernel: KernelInfo, backend: str, opts: EngineOptions) -> list[str]:
+    """Compile `backend`'s variant and load every program through the verifier
+    without attaching; returns their names. Proves a backend's code on a
+    kernel that cannot attach it (kprobes on a kernel without CONFIG_KPROBES)."""
+    names = {"kprobe": list(_KPROBE_FN.values())}[backend]
+    with _captured_stderr():
+        b = BPF(src_file=str(SOURCE).encode(), cflags=cflags(kernel, backend, opts))
+        try:
+            for n in names:
+                b.load_func(n.encode(), BPF.KPROBE)
+        finally:
+            b.cleanup()
+    return names

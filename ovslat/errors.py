@@ -1,0 +1,5 @@
+"""Errors a user can cause or fix. The CLI prints them as one line, exit 2."""
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message names the problem and the fix."""

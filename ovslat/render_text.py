@@ -1,0 +1,131 @@
+"""The seed tool's interval report (enqueue_to_iprec_latency.py), one block
+per interface, same sections and wording, so existing runbooks read it."""
+
+from __future__ import annotations
+
+import time
+
+from .model import DEBUG_COUNTERS, DEBUG_POINTS, STAGE_TITLES, InterfaceStats, Snapshot
+
+RULE = "=" * 80
+THIN = "-" * 80
+BAR = 40
+
+# Which debug counters the seed prints for each probe point.
+DEBUG_ROWS = (
+    (
+        "PROBE_ENTRY",
+        "HANDLE_ENTRY",
+        "PARSE_ENTRY",
+        "PARSE_SUCCESS",
+        "IP_FILTER",
+        "PORT_FILTER",
+        "FLOW_CREATE",
+    ),
+    (
+        "PROBE_ENTRY",
+        "HANDLE_ENTRY",
+        "PARSE_ENTRY",
+        "PARSE_SUCCESS",
+        "IP_FILTER",
+        "PORT_FILTER",
+        "FLOW_LOOKUP",
+        "FLOW_FOUND",
+        "LATENCY_SUBMIT",
+    ),
+    ("PROBE_ENTRY", "HANDLE_ENTRY", "FLOW_FOUND", "LATENCY_SUBMIT"),
+)
+
+
+def _stamp(wall_s: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall_s))
+
+
+def _stage(st: InterfaceStats, stage: str, title: str) -> list[str]:
+    h = st.stages[stage]
+    total = h.count
+    out = [f"  {title}:", f"    Total samples: {total}"]
+    if total:
+        out.append("    Latency distribution:")
+        for low, high, n in h.log2_us():
+            pct = 100.0 * n / total
+            stars = "*" * round(BAR * n / total)
+            out.append(f"      {f'{low}-{high}us':<16}: {n:6d} ({pct:5.1f}%) |{stars:<{BAR}}|")
+        p50, p99 = h.percentile_ns(0.5), h.percentile_ns(0.99)
+        out.append(
+            f"    p50 {p50 / 1000:.1f}us  p99 {p99 / 1000:.1f}us  max {h.max_ns / 1000:.1f}us"
+        )
+    return out
+
+
+def interface_block(st: InterfaceStats, snap: Snapshot, s3: str | None) -> list[str]:
+    c = st.counters
+    i = st.iface
+    where = f", netns {i.netns}" if i.netns else ""
+    lines = [
+        RULE,
+        f"[{_stamp(snap.start_wall_s + snap.duration_s)}] Enqueue → IP_RCV Latency Report "
+        f"(Interval: {snap.duration_s:.1f}s)",
+        f"Interface: {i.name} (ifindex {i.ifindex}{where})  backend: {snap.backend}",
+        RULE,
+        "",
+        "Latency Measurements:",
+        THIN,
+        "",
+    ]
+    lines += _stage(st, "enqueue_to_receive", STAGE_TITLES["enqueue_to_receive"])
+    lines += ["    ^^^ CRITICAL ASYNC BOUNDARY (enqueue → receive) ^^^", ""]
+    if s3:
+        lines += _stage(st, "receive_to_ip", STAGE_TITLES["receive_to_ip"])
+    else:
+        lines.append(f"  {STAGE_TITLES['receive_to_ip']}: not measured on this kernel")
+    avg = c.queue_depth_avg
+    lines += [
+        "",
+        RULE,
+        "Packet Counters:",
+        f"  Enqueued packets:        {c.enqueued}",
+        f"  Received packets:        {c.received}",
+        f"  IP layer packets:        {c.ip_rcv}",
+        f"  Cross-CPU migrations:    {c.cross_cpu}",
+        f"  Parse failures:          {c.parse_failures}",
+        f"  Flow lookup failures:    {c.flow_lookup_failures}",
+        "",
+        "Backlog Queue Statistics:",
+        (
+            f"  Average queue depth: {avg:.2f} packets"
+            if avg is not None
+            else "  Average queue depth: n/a (no sample yet)"
+        ),
+        f"  Max queue depth: {c.queue_depth_max} packets",
+        f"  Total enqueue operations: {c.enqueued}",
+        RULE,
+    ]
+    if st.debug:
+        lines += debug_block(st, snap)
+    return lines
+
+
+def debug_block(st: InterfaceStats, snap: Snapshot) -> list[str]:
+    lines = [RULE, f"DEBUG STATISTICS (Stage Execution Flow) — {st.iface.label}", RULE]
+    for p, point in enumerate(DEBUG_POINTS):
+        lines += ["", f"{point}:"]
+        for name in DEBUG_ROWS[p]:
+            if name == "PROBE_ENTRY":
+                value = snap.probe_entries[p] if snap.probe_entries else 0
+                lines.append(f"  {name:<25}: {value}    (all interfaces)")
+            else:
+                lines.append(f"  {name:<25}: {st.debug[p][DEBUG_COUNTERS.index(name)]}")
+    lines.append(RULE)
+    return lines
+
+
+def render(snap: Snapshot, s3: str | None, summary: bool = False) -> str:
+    blocks = []
+    if summary:
+        blocks.append(f"{RULE}\nSUMMARY: whole run, {snap.duration_s:.1f}s\n{RULE}")
+    for st in snap.interfaces:
+        blocks.append("\n".join(interface_block(st, snap, s3)))
+    if snap.notes:
+        blocks.append("\n".join(f"Note: {n}" for n in snap.notes))
+    return "\n".join(blocks) + "\n"

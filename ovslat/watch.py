@@ -1,0 +1,158 @@
+"""`ovslat watch`: attach once, then each interval collect -> snapshot -> render,
+until --duration, SIGINT or SIGTERM; then detach and print the whole run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from . import render_json, render_text
+from .errors import UserError
+from .filters import Filters
+from .model import Snapshot
+
+MAX_HIST_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    interfaces: list[str]
+    filters: Filters = field(default_factory=Filters)
+    interval_s: float = 1.0
+    duration_s: float | None = None
+    fmt: str = "text"
+    backend: str = "auto"
+    max_flows: int = 10240
+    max_ifaces: int = 64
+    debug: bool = False
+
+
+def validate(o: WatchOptions) -> None:
+    if not o.interfaces:
+        raise UserError("nothing to watch: name interfaces with -i IFACE (repeatable)")
+    if not o.interval_s > 0:
+        raise UserError(f"--interval must be > 0 seconds, got {o.interval_s:g}")
+    if o.duration_s is not None and not o.duration_s > 0:
+        raise UserError(f"--duration must be > 0 seconds, got {o.duration_s:g}")
+    if not 1 <= o.max_flows <= 1 << 24:
+        raise UserError(f"--max-flows must be between 1 and {1 << 24}, got {o.max_flows}")
+    if not 1 <= o.max_ifaces <= 65536:
+        raise UserError(f"--max-ifaces must be between 1 and 65536, got {o.max_ifaces}")
+    if len(o.interfaces) > o.max_ifaces:
+        raise UserError(
+            f"{len(o.interfaces)} interfaces named but --max-ifaces is {o.max_ifaces}; raise it"
+        )
+    if o.fmt not in ("text", "json"):
+        raise UserError(f"unknown --format {o.fmt!r}: use text or json")
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise UserError("ovslat loads BPF programs and needs root: run it with sudo")
+
+
+def _check_memory(o: WatchOptions, ncpus: int) -> None:
+    per_cpu = o.max_ifaces * 2 * (160 + 1) * 8
+    if per_cpu * ncpus > MAX_HIST_BYTES:
+        raise UserError(
+            f"--max-ifaces {o.max_ifaces} needs {per_cpu * ncpus >> 20} MiB of histograms on "
+            f"{ncpus} CPUs; lower --max-ifaces"
+        )
+
+
+class _Stop:
+    """Set by SIGINT/SIGTERM; the loop wakes at once instead of finishing its sleep."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self._saved = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._saved[sig] = signal.signal(sig, lambda *_: self.event.set())
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+
+def run(o: WatchOptions, out=None, err=None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    validate(o)
+    require_root()
+    # Imported here: these need bcc / pyroute2, which --help and the
+    # validation above must not.
+    from .bpf_loader import EngineOptions, open_program
+    from .collector import QUEUE_DEPTH_SOURCE, Collector
+    from .kernel import KernelInfo
+    from .netlink import resolve_all
+
+    interfaces = resolve_all(o.interfaces)
+    kernel = KernelInfo.probe()
+    _check_memory(o, kernel.ncpus)
+    program = open_program(kernel, EngineOptions(o.backend, o.max_ifaces, o.max_flows, o.debug))
+    with _Stop() as stop:
+        try:
+            program.set_filters(o.filters.config_fields())
+            collector = Collector(program, interfaces)
+            context = {
+                "backend": program.backend,
+                "s3": program.s3,
+                "filters": o.filters.as_dict(),
+                "queue_depth_source": QUEUE_DEPTH_SOURCE[program.backend],
+            }
+            print(
+                f"ovslat: measuring {len(interfaces)} interface(s) "
+                f"({', '.join(i.label for i in interfaces)}) with the {program.backend} backend; "
+                "Ctrl-C to stop",
+                file=err,
+                flush=True,
+            )
+            if o.fmt == "json":
+                _emit(
+                    out,
+                    render_json.record(
+                        Snapshot(time.time(), 0.0, program.backend, (), notes=tuple(program.notes)),
+                        "start",
+                        context,
+                    ),
+                )
+            total = _loop(o, collector, program, context, out, stop)
+        finally:
+            program.close()
+    if total is not None:
+        if o.fmt == "json":
+            _emit(out, render_json.record(total, "summary", context))
+        else:
+            _emit(out, render_text.render(total, program.s3, summary=True))
+    return 0
+
+
+def _loop(o, collector, program, context, out, stop) -> Snapshot | None:
+    start = time.monotonic()
+    deadline = None if o.duration_s is None else start + o.duration_s
+    total = None
+    while True:
+        wake = time.monotonic() + o.interval_s
+        if deadline is not None:
+            wake = min(wake, deadline)
+        stop.event.wait(max(0.0, wake - time.monotonic()))
+        snap = collector.read()
+        total = snap if total is None else total.merge(snap)
+        if o.fmt == "json":
+            _emit(out, render_json.record(snap, "interval", context))
+        else:
+            _emit(out, render_text.render(snap, program.s3))
+        if stop.event.is_set() or (deadline is not None and time.monotonic() >= deadline - 1e-3):
+            return total
+
+
+def _emit(out, text: str) -> None:
+    out.write(text if text.endswith("\n") else text + "\n")
+    out.flush()

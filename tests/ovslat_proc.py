@@ -1,0 +1,124 @@
+"""Runs the real `ovslat` command as a subprocess and reads its JSON lines,
+the way a user's script would. Used by host tests and kernel-lab tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OVSLAT = [sys.executable, "-m", "ovslat.cli"]
+
+
+class Watch:
+    """`ovslat watch --format json ...` running; records arrive on a queue."""
+
+    def __init__(self, args: list[str], interval: float = 0.2, timeout_s: float = 60.0):
+        cmd = OVSLAT + ["watch", "--format", "json", "--interval", str(interval), *args]
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.records: queue.Queue = queue.Queue()
+        self.intervals: list[dict] = []
+        self.summary: dict | None = None
+        self.start: dict | None = None
+        self.stderr = ""
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.start = self._next(timeout_s, "start")
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self.records.put(json.loads(line))
+        self.records.put(None)
+
+    def _next(self, timeout_s: float, want: str | None = None) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                rec = self.records.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                self.kill()
+                raise AssertionError(
+                    f"ovslat gave no {want or 'record'} in {timeout_s}s: " f"{self._stderr()}"
+                ) from None
+            if rec is None:
+                raise AssertionError(
+                    f"ovslat exited (rc={self.proc.wait()}) before a {want or 'record'}: "
+                    f"{self._stderr()}"
+                )
+            if rec["type"] == "interval":
+                self.intervals.append(rec)
+            if rec["type"] == "summary":
+                self.summary = rec
+            if want is None or rec["type"] == want:
+                return rec
+
+    def _stderr(self) -> str:
+        if self.proc.poll() is None:
+            return "(still running)"
+        self.stderr = self.stderr or self.proc.stderr.read()
+        return self.stderr
+
+    def totals(self, name: str) -> dict:
+        """Counters of interface `name`, summed over the intervals seen so far."""
+        out: dict[str, int] = {}
+        for rec in self.intervals:
+            for i in rec["interfaces"]:
+                if i["name"] == name:
+                    for k, v in i["counters"].items():
+                        out[k] = out.get(k, 0) + v
+        return out
+
+    def wait_for(self, pred, timeout_s: float = 20.0) -> None:
+        """Read intervals until pred(self) holds (a readiness signal, not a sleep)."""
+        deadline = time.monotonic() + timeout_s
+        while not pred(self):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"condition not reached in {timeout_s}s; last: "
+                    f"{self.intervals[-1:] if self.intervals else None}"
+                )
+            self._next(deadline - time.monotonic(), "interval")
+
+    def stop(self, sig: int = signal.SIGINT, timeout_s: float = 30.0) -> dict:
+        """Signal ovslat and return its summary record; it must exit 0."""
+        self.proc.send_signal(sig)
+        while self.summary is None:
+            self._next(timeout_s, "summary")
+        rc = self.proc.wait(timeout=timeout_s)
+        assert rc == 0, f"ovslat exited {rc}: {self._stderr()}"
+        return self.summary
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+
+
+def interface(record: dict, name: str) -> dict:
+    (found,) = (i for i in record["interfaces"] if i["name"] == name)
+    return found
+
+
+def run_ovslat(args: list[str], timeout_s: float = 60.0) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        OVSLAT + args, cwd=REPO, capture_output=True, text=True, timeout=timeout_s
+    )

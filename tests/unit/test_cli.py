@@ -1,0 +1,42 @@
+"""User errors: one line on stderr naming the problem and the fix, exit 2,
+no traceback. These never reach the kernel, so they need no root."""
+
+import pytest
+
+from ovslat import cli
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "the following arguments are required: command"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["watch"], "nothing to watch"),
+        (["watch", "-i", "eth0", "--interval", "0"], "--interval must be > 0"),
+        (["watch", "-i", "eth0", "--interval", "-1"], "--interval must be > 0"),
+        (["watch", "-i", "eth0", "--interval", "abc"], "--interval 'abc' is not a number"),
+        (["watch", "-i", "eth0", "--duration", "0"], "--duration must be > 0"),
+        (["watch", "-i", "eth0", "--src-ip", "1.2.3"], "--src-ip '1.2.3' is not an IP"),
+        (["watch", "-i", "eth0", "--dst-port", "65536"], "--dst-port 65536 is outside 0-65535"),
+        (["watch", "-i", "eth0", "--protocol", "gre"], "unknown protocol 'gre'"),
+        (["watch", "-i", "eth0", "--attach", "uprobe"], "invalid choice: 'uprobe'"),
+        (["watch", "-i", "eth0", "--format", "xml"], "invalid choice: 'xml'"),
+        (["watch", "-i", "eth0", "--max-flows", "0"], "--max-flows must be between"),
+        (["watch", "-i", "eth0", "--max-flows", "lots"], "--max-flows 'lots' is not an integer"),
+        (["watch", "-i", "a", "-i", "b", "--max-ifaces", "1"], "raise it"),
+        (["watch", "-i", "eth0", "--max-ifaces", "100000"], "--max-ifaces must be between"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(argv, message, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("ovslat: error: ")
+    assert message in err
+
+
+def test_not_root(monkeypatch, capsys):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert cli.main(["watch", "-i", "lo"]) == 2
+    err = capsys.readouterr().err
+    assert err == "ovslat: error: ovslat loads BPF programs and needs root: run it with sudo\n"
