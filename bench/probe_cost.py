@@ -61,12 +61,12 @@ def main() -> int:
         f"backend {snap.backend}: {args.packets} UDP packets sent, "
         f"{c.enqueued} enqueued, {c.received} received, {c.ip_rcv} at ip_rcv"
     )
-    print(f"{'program':<34} {'calls':>9} {'ns/call':>9} {'ns/packet':>10}")
+    print(f"{'program':<40} {'calls':>9} {'ns/call':>9} {'ns/packet':>10}")
     for name, (ns_, cnt) in sorted(per_prog.items()):
         per_call = ns_ / cnt if cnt else 0.0
-        print(f"{name:<34} {cnt:>9} {per_call:>9.1f} {ns_ / max(c.enqueued, 1):>10.1f}")
+        print(f"{name:<40} {cnt:>9} {per_call:>9.1f} {ns_ / max(c.enqueued, 1):>10.1f}")
     print(
-        f"{'total':<34} {cost.run_cnt:>9} {cost.ns_per_call or 0:>9.1f} "
+        f"{'total':<40} {cost.run_cnt:>9} {cost.ns_per_call or 0:>9.1f} "
         f"{cost.ns_per_packet or 0:>10.1f}"
     )
     return 0

@@ -172,16 +172,19 @@ static __always_inline u32 msb64(u64 v)
 	return r;
 }
 
-/* Must match ovslat/histogram.py:bucket_of. */
-static __always_inline u32 bucket_of(u64 ns)
+/* Must match ovslat/histogram.py:bucket_of. 64-bit and clamped through the
+ * exponent: Linux 6.1's verifier loses a bound checked on a 32-bit copy. */
+#define MAX_MSB 40 /* (MAX_MSB - 1) * 4 + 3 == NBUCKETS - 1 */
+static __always_inline u64 bucket_of(u64 ns)
 {
-	u32 m, b;
+	u64 m;
 
 	if (ns < 4)
 		return ns;
 	m = msb64(ns);
-	b = (m - 1) * 4 + ((ns >> (m - 2)) & 3);
-	return b < NBUCKETS ? b : NBUCKETS - 1;
+	if (m > MAX_MSB)
+		return NBUCKETS - 1;
+	return ((m - 1) << 2) | ((ns >> (m - 2)) & 3);
 }
 
 static __always_inline void update_max(u32 epoch, u32 slot, u32 metric, u64 v)
@@ -197,7 +200,7 @@ static __always_inline void record(struct config *cfg, u32 slot, u32 stage, u64 
 {
 	u32 idx = slot * NSTAGES + stage;
 	struct hist *h = hists.lookup(&idx);
-	u32 b = bucket_of(ns);
+	u64 b = bucket_of(ns);
 
 	if (h && b < NBUCKETS) {
 		h->buckets[b]++;

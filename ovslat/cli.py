@@ -37,6 +37,14 @@ def _int(flag):
     return conv
 
 
+def _bridge_args(p) -> None:
+    p.add_argument(
+        "--db",
+        default="unix:/var/run/openvswitch/db.sock",
+        help="OVSDB socket (default unix:/var/run/openvswitch/db.sock)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ovslat", description=__doc__)
     p.add_argument("--verbose", action="store_true", help="show tracebacks and bcc output")
@@ -49,12 +57,34 @@ def build_parser() -> argparse.ArgumentParser:
         "on every named interface at once, with one BPF program.",
     )
     w.add_argument(
+        "bridge",
+        nargs="?",
+        metavar="BRIDGE",
+        help="an OVS bridge: measure its uplinks, internal ports, VM ports and tunnel devices, "
+        "following ports as they come and go",
+    )
+    w.add_argument(
         "-i",
         "--interface",
         action="append",
         default=[],
         metavar="IFACE[@NETNS]",
         help="interface to measure (repeatable); IFACE@NETNS for a named netns",
+    )
+    _bridge_args(w)
+    w.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="ROLE",
+        help="with BRIDGE: only these roles (uplink, internal, vm, tunnel); repeatable",
+    )
+    w.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="IFACE",
+        help="with BRIDGE: leave this interface out; repeatable",
     )
     w.add_argument("--src-ip")
     w.add_argument("--dst-ip")
@@ -75,7 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="stop after S seconds (default: until Ctrl-C)",
     )
-    w.add_argument("--format", default="text", choices=("text", "json"))
+    w.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", "live", "text", "json"),
+        help="auto (default): the live table on a terminal, else text",
+    )
     w.add_argument(
         "--attach",
         default="auto",
@@ -97,16 +132,60 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--debug", action="store_true", help="add the seed tool's per-stage debug counters"
     )
+
+    disc = sub.add_parser(
+        "discover",
+        help="show a bridge's interfaces, their roles and what can be measured",
+    )
+    disc.add_argument("bridge", metavar="BRIDGE")
+    _bridge_args(disc)
+    disc.add_argument("--format", default="table", choices=("table", "json"))
+
+    d = sub.add_parser(
+        "demo",
+        help="build a demo topology (namespace + OVS bridge + traffic) and measure it live",
+    )
+    d.add_argument(
+        "--duration",
+        type=_float("--duration"),
+        default=30.0,
+        metavar="S",
+        help="seconds to run (default 30)",
+    )
+    d.add_argument("--interval", type=_float("--interval"), default=1.0, metavar="S")
+    d.add_argument("--format", default="auto", choices=("auto", "live", "text", "json"))
+    d.add_argument(
+        "--pps",
+        type=_float("--pps"),
+        default=2000.0,
+        help="packets per second the demo client sends (default 2000)",
+    )
+    d.add_argument("--attach", default="auto", choices=("auto",) + BACKENDS)
     return p
+
+
+def _demo(args) -> int:
+    from .demo import demo
+
+    if not args.duration > 0 or not args.interval > 0 or not 0 < args.pps <= 100_000:
+        raise UserError("--duration and --interval must be > 0 and --pps in (0, 100000]")
+    return demo(args.duration, args.interval, args.format, args.pps, args.attach)
 
 
 def _watch(args) -> int:
     from .watch import WatchOptions, run
 
     filters = Filters.parse(args.src_ip, args.dst_ip, args.src_port, args.dst_port, args.protocol)
+    only = {r.strip() for v in args.only for r in v.split(",") if r.strip()}
+    if (only or args.exclude) and not args.bridge:
+        raise UserError("--only/--exclude need a BRIDGE to select from")
     return run(
         WatchOptions(
             interfaces=args.interface,
+            bridge=args.bridge,
+            db=args.db,
+            only=frozenset(only),
+            exclude=frozenset(args.exclude),
             filters=filters,
             interval_s=args.interval,
             duration_s=args.duration,
@@ -119,12 +198,18 @@ def _watch(args) -> int:
     )
 
 
+def _discover(args) -> int:
+    from .discover import discover
+
+    return discover(args.bridge, args.db, args.format)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in argv
     try:
         args = build_parser().parse_args(argv)
-        return {"watch": _watch}[args.command](args)
+        return {"watch": _watch, "demo": _demo, "discover": _discover}[args.command](args)
     except UserError as e:
         print(f"ovslat: error: {e}", file=sys.stderr)
         return EXIT_USER

@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from .model import STAGES, Interface, InterfaceStats, ProbeCost, Snapshot
+from .errors import UserError
+from .histogram import Histogram
+from .model import STAGES, Counters, Interface, InterfaceStats, ProbeCost, Snapshot
 
 QUEUE_DEPTH_SOURCE = {
     "fentry": "backlog length of the target CPU at enqueue_to_backlog()",
@@ -17,9 +19,15 @@ QUEUE_DEPTH_SOURCE = {
 
 
 class Collector:
+    """Owns the interface slots: each interface gets a fresh one, never reused
+    within a run, so a removed interface's figures stay its own."""
+
     def __init__(self, program, interfaces: list[Interface]):
         self.program = program
         self.interfaces: dict[int, Interface] = {}
+        self._gone: dict[int, bool] = {}  # slot -> already reported once as gone
+        self._next_slot = 0
+        self._changes: list[str] = []  # for the next snapshot's notes
         self._prev: dict[int, InterfaceStats] = {}
         self._prev_probe_entries: tuple[int, ...] = ()
         self._prev_cost = (0, 0)
@@ -28,10 +36,39 @@ class Collector:
             self.add(iface)
         self.program.flip_epoch(list(self.interfaces))  # start the first interval clean
 
-    def add(self, iface: Interface) -> None:
+    def add(self, iface: Interface) -> Interface:
+        iface = dataclasses.replace(iface, slot=self._next_slot)
         self.program.add_interface(iface)
+        self._next_slot += 1
         self.interfaces[iface.slot] = iface
-        self._prev.pop(iface.slot, None)
+        return iface
+
+    def remove(self, slot: int) -> None:
+        """Stop measuring; the next read still collects what it counted so far."""
+        self.program.remove_interface(self.interfaces[slot])
+        self._gone[slot] = False
+
+    def live(self) -> list[Interface]:
+        return [i for s, i in self.interfaces.items() if s not in self._gone]
+
+    def sync(self, wanted: list[Interface], owned=lambda i: bool(i.bridge)) -> list[str]:
+        """Make the measured set of `owned` interfaces equal `wanted` (matched
+        by namespace, ifindex and name). Returns what changed, for notes."""
+        key = lambda i: (i.netns_inode, i.ifindex, i.name)  # noqa: E731
+        have = {key(i): i for i in self.live() if owned(i)}
+        want = {key(i): i for i in wanted}
+        changes = []
+        for k in have.keys() - want.keys():
+            self.remove(have[k].slot)
+            changes.append(f"{have[k].label} removed")
+        for k in want.keys() - have.keys():
+            try:
+                self.add(want[k])
+                changes.append(f"{want[k].label} added")
+            except UserError as e:
+                changes.append(f"{want[k].label} not measured: {e}")
+        self._changes += changes
+        return changes
 
     def _cumulative(self, iface: Interface) -> InterfaceStats:
         counters, debug = self.program.read_counters(iface.slot)
@@ -43,6 +80,11 @@ class Collector:
         maxima = self.program.flip_epoch(list(self.interfaces))
         stats = []
         for slot, iface in sorted(self.interfaces.items()):
+            if self._gone.get(slot):  # reported its last figures already
+                stats.append(InterfaceStats(iface, Counters(), _empty_stages(), (), gone=True))
+                continue
+            if slot in self._gone:
+                self._gone[slot] = True
             cur = self._cumulative(iface)
             prev = self._prev.get(slot)
             self._prev[slot] = cur
@@ -55,6 +97,7 @@ class Collector:
                     s: dataclasses.replace(delta.stages[s], max_ns=m[i])
                     for i, s in enumerate(STAGES)
                 },
+                gone=slot in self._gone,
             )
             stats.append(delta)
         entries = self.program.read_probe_entries()
@@ -77,8 +120,13 @@ class Collector:
             backend=self.program.backend,
             interfaces=tuple(stats),
             probe_entries=probe_delta,
-            notes=tuple(self.program.notes),
+            notes=tuple(self.program.notes) + tuple(self._changes),
             cost=cost,
         )
         self._last = now
+        self._changes = []
         return snap
+
+
+def _empty_stages() -> dict[str, Histogram]:
+    return {s: Histogram.empty() for s in STAGES}

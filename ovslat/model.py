@@ -84,6 +84,8 @@ class Interface:
     netns: str = ""  # name under /var/run/netns, "" for ovslat's own namespace
     slot: int = 0
     rps: bool | None = None  # RPS on any RX queue; None: not known (another netns)
+    role: str = ""  # uplink | internal | vm | tunnel, when found through a bridge
+    bridge: str = ""
 
     @property
     def label(self) -> str:
@@ -97,6 +99,7 @@ class InterfaceStats:
     stages: dict[str, Histogram]
     # debug[point][counter] for the seed's --debug view; () when not enabled
     debug: tuple[tuple[int, ...], ...] = ()
+    gone: bool = False  # removed from the bridge or deleted: figures are its last
 
     def __sub__(self, older: InterfaceStats) -> InterfaceStats:
         return InterfaceStats(
@@ -104,14 +107,17 @@ class InterfaceStats:
             self.counters - older.counters,
             {s: self.stages[s] - older.stages[s] for s in STAGES},
             _add_debug(self.debug, older.debug, -1),
+            self.gone,
         )
 
     def __add__(self, other: InterfaceStats) -> InterfaceStats:
+        """This one followed by `other`, a later interval of the same interface."""
         return InterfaceStats(
             self.iface,
             self.counters + other.counters,
             {s: self.stages[s] + other.stages[s] for s in STAGES},
             _add_debug(self.debug, other.debug),
+            other.gone,
         )
 
 

@@ -11,6 +11,7 @@ from pyroute2 import IPRoute, NetNS
 from .errors import UserError
 from .kernel import netns_inode
 from .model import Interface
+from .topology import Link
 
 NETNS_DIR = "/var/run/netns"
 
@@ -70,3 +71,17 @@ def resolve_all(specs: list[str]) -> list[Interface]:
         iface = resolve(spec)
         seen.setdefault((iface.netns_inode, iface.ifindex), iface)
     return [dataclasses.replace(i, slot=slot) for slot, i in enumerate(seen.values())]
+
+
+def links() -> dict[str, Link]:
+    """Every network device of this namespace, by name."""
+    out = {}
+    with IPRoute() as ipr:
+        for msg in ipr.get_links():
+            name = msg.get_attr("IFLA_IFNAME")
+            info = msg.get_attr("IFLA_LINKINFO")
+            kind = (info.get_attr("IFLA_INFO_KIND") if info else None) or ""
+            out[name] = Link(
+                name, msg["index"], kind, msg.get_attr("IFLA_MTU") or 0, rps_enabled(name)
+            )
+    return out

@@ -41,6 +41,9 @@ def interface_json(st: InterfaceStats, queue_depth_source: str) -> dict:
         "ifindex": i.ifindex,
         "netns": i.netns or None,
         "netns_inode": i.netns_inode,
+        "role": i.role or None,
+        "bridge": i.bridge or None,
+        "gone": st.gone,
         "counters": c.as_dict(),
         "queue_depth": {
             "avg": None if c.queue_depth_avg is None else round(c.queue_depth_avg, 3),

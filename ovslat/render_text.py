@@ -62,6 +62,8 @@ def interface_block(st: InterfaceStats, snap: Snapshot, s3: str | None) -> list[
     c = st.counters
     i = st.iface
     where = f", netns {i.netns}" if i.netns else ""
+    where += f", {i.role} of {i.bridge}" if i.bridge else ""
+    where += ", GONE: last figures" if st.gone else ""
     lines = [
         RULE,
         f"[{_stamp(snap.start_wall_s + snap.duration_s)}] Enqueue → IP_RCV Latency Report "

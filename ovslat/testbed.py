@@ -98,6 +98,11 @@ def veth(
     _no_ipv6(peer_name, ns.name)
     if root_addr:
         sh("ip", "addr", "add", f"{root_addr}/{prefix}", "dev", root_name)
+    else:
+        # An end without an address is a bridge uplink. Linux would still answer
+        # ARP on it for addresses of other interfaces (the bridge port's), and
+        # the client's packets would then go to this veth's MAC, around OVS.
+        sysctl(f"net.ipv4.conf.{root_name}.arp_ignore", "8")
     if peer_addr:
         ns.run("ip", "addr", "add", f"{peer_addr}/{prefix}", "dev", peer_name)
     sh("ip", "link", "set", root_name, "up")
@@ -159,6 +164,31 @@ for _ in range(count):
     if r != errno.ECONNREFUSED:
         sys.exit(f"connect to {dst}:{port} gave {errno.errorcode.get(r, r)}, want ECONNREFUSED")
 """
+
+
+_PACED_SENDER = """
+import socket, sys, time
+dst, port, pps, duration = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+start = time.monotonic()
+n = 0
+while time.monotonic() - start < duration:
+    s.sendto(b"x" * 64, (dst, port))
+    n += 1
+    ahead = n / pps - (time.monotonic() - start)
+    if ahead > 0:
+        time.sleep(ahead)
+"""
+
+
+def paced_udp(ns: Netns, dst: str, port: int, pps: float, duration_s: float) -> subprocess.Popen:
+    """A background UDP stream at `pps` that stops by itself after duration_s.
+    The caller ends it earlier, by this Popen, if it is done sooner."""
+    return subprocess.Popen(
+        ns.argv(sys.executable, "-c", _PACED_SENDER, dst, str(port), str(pps), str(duration_s)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def send_udp(
@@ -224,6 +254,8 @@ class OvsDaemons:
 
     def __enter__(self) -> OvsDaemons:
         try:
+            if self.datapath == "system":
+                sh("modprobe", "openvswitch")
             sh("ovsdb-tool", "create", f"{self.dir}/conf.db", OVS_SCHEMA)
             self._start(
                 "ovsdb-server",

@@ -20,11 +20,15 @@ MAX_HIST_BYTES = 1 << 30
 
 @dataclass(frozen=True)
 class WatchOptions:
-    interfaces: list[str]
+    interfaces: list[str] = field(default_factory=list)
+    bridge: str | None = None
+    db: str = "unix:/var/run/openvswitch/db.sock"
+    only: frozenset[str] = frozenset()
+    exclude: frozenset[str] = frozenset()
     filters: Filters = field(default_factory=Filters)
     interval_s: float = 1.0
     duration_s: float | None = None
-    fmt: str = "text"
+    fmt: str = "auto"  # live on a terminal, else text
     backend: str = "auto"
     max_flows: int = 10240
     max_ifaces: int = 64
@@ -32,8 +36,11 @@ class WatchOptions:
 
 
 def validate(o: WatchOptions) -> None:
-    if not o.interfaces:
-        raise UserError("nothing to watch: name interfaces with -i IFACE (repeatable)")
+    if not o.interfaces and not o.bridge:
+        raise UserError(
+            "nothing to watch: name a bridge (ovslat watch br-int) or interfaces "
+            "with -i IFACE (repeatable)"
+        )
     if not o.interval_s > 0:
         raise UserError(f"--interval must be > 0 seconds, got {o.interval_s:g}")
     if o.duration_s is not None and not o.duration_s > 0:
@@ -46,8 +53,8 @@ def validate(o: WatchOptions) -> None:
         raise UserError(
             f"{len(o.interfaces)} interfaces named but --max-ifaces is {o.max_ifaces}; raise it"
         )
-    if o.fmt not in ("text", "json"):
-        raise UserError(f"unknown --format {o.fmt!r}: use text or json")
+    if o.fmt not in ("auto", "live", "text", "json"):
+        raise UserError(f"unknown --format {o.fmt!r}: use live, text or json")
 
 
 def require_root() -> None:
@@ -81,6 +88,51 @@ class _Stop:
             signal.signal(sig, handler)
 
 
+class _Output:
+    """Where snapshots go: text and JSON lines on stdout, or the live view."""
+
+    def __init__(self, fmt: str, out, context: dict, s3: str | None, stop: threading.Event):
+        self.fmt, self.out, self.context, self.s3 = fmt, out, context, s3
+        self._live = None
+        self._start = time.monotonic()
+        if fmt == "live":
+            from .render_live import LiveView
+
+            self._live = LiveView(stop)
+
+    def __enter__(self):
+        if self._live:
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._live:
+            self._live.__exit__(*exc)
+
+    def start(self, notes: tuple[str, ...]) -> None:
+        if self.fmt == "json":
+            snap = Snapshot(time.time(), 0.0, self.context["backend"], (), notes=notes)
+            _emit(self.out, render_json.record(snap, "start", self.context))
+
+    def interval(self, snap: Snapshot) -> None:
+        if self.fmt == "json":
+            _emit(self.out, render_json.record(snap, "interval", self.context))
+        elif self.fmt == "text":
+            _emit(self.out, render_text.render(snap, self.s3))
+        else:
+            self._live.update(snap, self.context, time.monotonic() - self._start)
+
+    def summary(self, total: Snapshot) -> None:
+        if self.fmt == "json":
+            _emit(self.out, render_json.record(total, "summary", self.context))
+        elif self.fmt == "text":
+            _emit(self.out, render_text.render(total, self.s3, summary=True))
+        else:
+            from .render_live import print_summary
+
+            print_summary(total, self.context)
+
+
 def run(o: WatchOptions, out=None, err=None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
@@ -94,9 +146,19 @@ def run(o: WatchOptions, out=None, err=None) -> int:
     from .netlink import resolve_all
 
     interfaces = resolve_all(o.interfaces)
+    source = None
+    if o.bridge:
+        from .discovery import BridgeSource, check_measurable
+
+        source = BridgeSource(o.bridge, o.db, set(o.only), set(o.exclude))
+        check_measurable(source)
+        named = {(i.netns_inode, i.ifindex) for i in interfaces}
+        interfaces += [i for i in source.interfaces() if (i.netns_inode, i.ifindex) not in named]
     kernel = KernelInfo.probe()
     _check_memory(o, kernel.ncpus)
     program = open_program(kernel, EngineOptions(o.backend, o.max_ifaces, o.max_flows, o.debug))
+    fmt = o.fmt if o.fmt != "auto" else ("live" if out.isatty() else "text")
+    total = None
     with _Stop() as stop:
         try:
             program.set_filters(o.filters.config_fields())
@@ -114,42 +176,43 @@ def run(o: WatchOptions, out=None, err=None) -> int:
                 file=err,
                 flush=True,
             )
-            if o.fmt == "json":
-                _emit(
-                    out,
-                    render_json.record(
-                        Snapshot(time.time(), 0.0, program.backend, (), notes=tuple(program.notes)),
-                        "start",
-                        context,
-                    ),
-                )
-            total = _loop(o, collector, program, context, out, stop)
+            output = _Output(fmt, out, context, program.s3, stop.event)
+            with output:
+                output.start(tuple(program.notes))
+                total = _loop(o, collector, output, stop, source)
         finally:
             program.close()
+            if source:
+                source.close()
     if total is not None:
-        if o.fmt == "json":
-            _emit(out, render_json.record(total, "summary", context))
-        else:
-            _emit(out, render_text.render(total, program.s3, summary=True))
+        output.summary(total)
     return 0
 
 
-def _loop(o, collector, program, context, out, stop) -> Snapshot | None:
+# How often a bridge's ports are checked for changes between reports.
+BRIDGE_POLL_S = 0.5
+
+
+def _loop(o, collector, output: _Output, stop, source) -> Snapshot | None:
     start = time.monotonic()
     deadline = None if o.duration_s is None else start + o.duration_s
+    report = start + o.interval_s
     total = None
     while True:
-        wake = time.monotonic() + o.interval_s
-        if deadline is not None:
-            wake = min(wake, deadline)
+        wake = report if deadline is None else min(report, deadline)
+        if source:
+            wake = min(wake, time.monotonic() + BRIDGE_POLL_S)
         stop.event.wait(max(0.0, wake - time.monotonic()))
-        snap = collector.read()
-        total = snap if total is None else total.merge(snap)
-        if o.fmt == "json":
-            _emit(out, render_json.record(snap, "interval", context))
-        else:
-            _emit(out, render_text.render(snap, program.s3))
-        if stop.event.is_set() or (deadline is not None and time.monotonic() >= deadline - 1e-3):
+        if source and source.refresh():
+            collector.sync(source.interfaces())
+        now = time.monotonic()
+        ending = stop.event.is_set() or (deadline is not None and now >= deadline - 1e-3)
+        if now >= report - 1e-3 or ending:
+            snap = collector.read()
+            total = snap if total is None else total.merge(snap)
+            output.interval(snap)
+            report = now + o.interval_s
+        if ending:
             return total
 
 

@@ -85,12 +85,21 @@ class Watch:
         """Read intervals until pred(self) holds (a readiness signal, not a sleep)."""
         deadline = time.monotonic() + timeout_s
         while not pred(self):
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise AssertionError
+                self._next(left, "interval")
+            except AssertionError:
+                last = self.intervals[-1] if self.intervals else None
                 raise AssertionError(
-                    f"condition not reached in {timeout_s}s; last: "
-                    f"{self.intervals[-1:] if self.intervals else None}"
-                )
-            self._next(deadline - time.monotonic(), "interval")
+                    f"condition not reached in {timeout_s}s; totals: "
+                    f"{self._all_totals()}; last interval: {last}"
+                ) from None
+
+    def _all_totals(self) -> dict:
+        names = {i["name"] for rec in self.intervals for i in rec["interfaces"]}
+        return {n: self.totals(n) for n in sorted(names)}
 
     def stop(self, sig: int = signal.SIGINT, timeout_s: float = 30.0) -> dict:
         """Signal ovslat and return its summary record; it must exit 0."""

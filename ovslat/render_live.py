@@ -1,0 +1,147 @@
+"""The live terminal view: a rich table rebuilt from each Snapshot. The only
+module that imports rich. Rendering never collects; it only reads snapshots."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import sys
+import termios
+import threading
+import tty
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .filters import Filters
+from .model import Snapshot
+
+# The seed's guidance for enqueue -> receive: < 10 us healthy, 10-100 us
+# moderate load, > 100 us high scheduling delay.
+HEALTHY_US, HIGH_US = 10.0, 100.0
+
+
+def _style(us: float | None) -> str:
+    if us is None:
+        return "dim"
+    if us < HEALTHY_US:
+        return "green"
+    return "yellow" if us <= HIGH_US else "bold red"
+
+
+def _us(ns: float | None, stage_style: bool = True) -> Text:
+    if ns is None:
+        return Text("-", style="dim")
+    us = ns / 1000.0
+    text = f"{us:.1f}" if us < 1000 else f"{us / 1000:.2f}ms"
+    return Text(text, style=_style(us) if stage_style else "")
+
+
+def _filters(f: dict) -> str:
+    parts = [
+        f"{k.replace('_', '-')}={v}" for k, v in f.items() if v is not None and k != "protocol"
+    ]
+    return " ".join(parts + [f"protocol={f['protocol']}"])
+
+
+def table(snap: Snapshot, context: dict, uptime_s: float, last_live: dict | None = None) -> Group:
+    """last_live: slot -> (InterfaceStats, duration_s) of an interface's last
+    interval before it went away, shown in place of its empty ones."""
+    cost = snap.cost.ns_per_packet
+    header = Text.assemble(
+        ("ovslat ", "bold"),
+        f"backend {context['backend']}  ",
+        f"filters {Filters(**context['filters']).describe()}  ",
+        f"interval {snap.duration_s:.1f}s  uptime {uptime_s:.0f}s  ",
+        ("probe cost " + (f"{cost:.0f} ns/pkt" if cost else "n/a (bpf_stats off)"), "dim"),
+    )
+    t = Table(expand=True, header_style="bold")
+    for col, justify in (
+        ("interface", "left"),
+        ("pps", "right"),
+        ("S1→S2 p50", "right"),
+        ("p99", "right"),
+        ("max µs", "right"),
+        ("S2→S3 p50", "right"),
+        ("p99", "right"),
+        ("cross-CPU", "right"),
+        ("lookup fail", "right"),
+        ("queue avg/max", "right"),
+    ):
+        t.add_column(col, justify=justify, no_wrap=True)
+    for st in snap.interfaces:
+        duration = snap.duration_s
+        label = st.iface.label + (f" ({st.iface.role})" if st.iface.role else "")
+        if st.gone:
+            label += " gone"
+            if last_live and st.iface.slot in last_live:
+                st, duration = last_live[st.iface.slot]
+        c = st.counters
+        e2r, r2i = st.stages["enqueue_to_receive"], st.stages["receive_to_ip"]
+        pps = c.enqueued / duration if duration else 0.0
+        cross = f"{100.0 * c.cross_cpu / c.received:.0f}%" if c.received else "-"
+        qavg = c.queue_depth_avg
+        t.add_row(
+            Text(label, style="dim" if "gone" in label else ""),
+            f"{pps:,.0f}",
+            _us(e2r.percentile_ns(0.5)),
+            _us(e2r.percentile_ns(0.99)),
+            _us(e2r.max_ns if e2r.count else None),
+            _us(r2i.percentile_ns(0.5)),
+            _us(r2i.percentile_ns(0.99)),
+            cross,
+            Text(str(c.flow_lookup_failures), style="yellow" if c.flow_lookup_failures else ""),
+            "-" if qavg is None else f"{qavg:.1f}/{c.queue_depth_max}",
+        )
+    parts = [header, t]
+    if context.get("s3") is None:
+        parts.append(Text("S2→S3 not measured on this kernel", style="dim"))
+    parts.append(Text("q or Ctrl-C to quit", style="dim"))
+    return Group(*parts)
+
+
+def print_summary(total: Snapshot, context: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(Text(f"Whole run, {total.duration_s:.1f}s", style="bold"))
+    console.print(table(total, context, total.duration_s).renderables[1])
+
+
+class LiveView:
+    """A rich Live display plus a 'q' key listener, restoring the terminal."""
+
+    def __init__(self, stop_event: threading.Event, console: Console | None = None):
+        self.console = console or Console()
+        self.stop_event = stop_event
+        self._live = Live(console=self.console, auto_refresh=False, transient=False)
+        self._saved_tty = None
+        self._last_live: dict = {}
+
+    def __enter__(self) -> LiveView:
+        self._live.__enter__()
+        if sys.stdin.isatty():
+            fd = sys.stdin.fileno()
+            self._saved_tty = termios.tcgetattr(fd)
+            tty.setcbreak(fd)
+            threading.Thread(target=self._keys, args=(fd,), daemon=True).start()
+        return self
+
+    def _keys(self, fd: int) -> None:
+        while not self.stop_event.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready and os.read(fd, 1) in (b"q", b"Q"):
+                self.stop_event.set()
+
+    def update(self, snap: Snapshot, context: dict, uptime_s: float) -> None:
+        for st in snap.interfaces:
+            if not st.gone or st.counters.enqueued or st.counters.flow_lookup_failures:
+                self._last_live[st.iface.slot] = (st, snap.duration_s)
+        self._live.update(table(snap, context, uptime_s, self._last_live), refresh=True)
+
+    def __exit__(self, *exc) -> None:
+        self._live.__exit__(*exc)
+        if self._saved_tty is not None:
+            with contextlib.suppress(termios.error):
+                termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, self._saved_tty)

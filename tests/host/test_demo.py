@@ -1,0 +1,106 @@
+"""The README's demo command: a topology of its own, measured — as JSON for
+exact relations, and as the live table a person sees (tmux)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from ovslat import testbed
+from tests.ovslat_proc import OVSLAT, REPO, interface
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(autouse=True)
+def root():
+    testbed.require_root()
+
+
+def test_demo_json_is_consistent():
+    r = subprocess.run(
+        OVSLAT + ["demo", "--duration", "2", "--format", "json", "--pps", "500"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    assert records[0]["type"] == "start" and records[-1]["type"] == "summary"
+    summary = records[-1]
+    up = interface(summary, "ovsdemo-up0")["counters"]
+    br = interface(summary, "ovsdemo-br")["counters"]
+    # every packet the client sent crossed the uplink, then the bridge port
+    assert up["enqueued"] > 500
+    assert up["enqueued"] == up["received"] == br["enqueued"] == br["received"] == br["ip_rcv"]
+    assert up["flow_lookup_failures"] == br["flow_lookup_failures"] == 0
+    # nothing left behind
+    assert not any(
+        n.startswith("ovsdemo")
+        for n in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.split()
+    )
+
+
+@pytest.mark.skipif(not shutil.which("tmux"), reason="needs tmux")
+def test_live_table_in_a_terminal():
+    session = f"ovslat-test-{time.monotonic_ns()}"
+    # COLUMNS from the test runner's environment would override the pane's width
+    cmd = (
+        "env -u COLUMNS -u LINES " + " ".join(OVSLAT) + " demo --duration 4 --pps 300; "
+        "echo EXIT=$?; stty -a | tr -s ' ;' '\\n' | grep -xE 'icanon|echo' | sed 's/^/TTY:/'"
+    )
+    subprocess.run(
+        [
+            "tmux",
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "160",
+            "-y",
+            "40",
+            "-c",
+            str(REPO),
+            f"{cmd}; sleep 60",
+        ],
+        check=True,
+    )
+    try:
+        deadline, screens = time.monotonic() + 90, []
+        while time.monotonic() < deadline:
+            screen = subprocess.run(
+                ["tmux", "capture-pane", "-p", "-S", "-80", "-t", session],
+                capture_output=True,
+                text=True,
+            ).stdout
+            if "uptime" in screen and (not screens or screen != screens[-1]):
+                screens.append(screen)
+            if "EXIT=" in screen:
+                break
+            time.sleep(0.3)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session])
+    final = screens[-1]
+    assert "EXIT=0" in final, final
+    assert "ovslat backend tracepoint" in final
+    for column in ("interface", "pps", "S1→S2 p50", "cross-CPU", "queue avg/max"):
+        assert column in final
+    rows = [line for line in final.splitlines() if "ovsdemo-" in line]
+    assert any("ovsdemo-up0" in r for r in rows) and any("ovsdemo-br" in r for r in rows)
+    assert "Whole run" in final
+    # the table was refreshed while running: uptime moved on between screens
+    uptimes = {
+        line.split("uptime")[1].split()[0]
+        for s in screens
+        for line in s.splitlines()
+        if "uptime" in line
+    }
+    assert len(uptimes) >= 2, uptimes
+    # the terminal is left sane: echo and canonical mode back on
+    assert "TTY:icanon" in final and "TTY:echo" in final

@@ -1,0 +1,28 @@
+#!/bin/sh
+# Stage 2 of the lab guest, PID 1 in the overlay of this machine's root:
+# make the Debian kernel's modules and headers usable, run the command, power off.
+run=$1 modules=$2
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
+mount -t debugfs nodev /sys/kernel/debug 2>/dev/null
+mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+mkdir -p /run/netns /run/openvswitch
+v=$(uname -r)
+mkdir -p /lib/modules/$v
+cp "$modules"/modules.* /lib/modules/$v/
+ln -sfn "$modules/kernel" /lib/modules/$v/kernel
+# the exact headers of this kernel, for bcc
+[ -e /lib/modules/$v/build ] || ln -sfn /usr/src/linux-headers-$v /lib/modules/$v/build
+hostname ovslat-lab
+ip link set lo up
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+  LANG=C.UTF-8 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+echo @@ovslat-lab-begin@@
+sh "$run/cmd.sh" </dev/null
+rc=$?
+echo @@ovslat-lab-end@@
+echo $rc >"$run/rc"
+sync
+echo o >/proc/sysrq-trigger
+sleep 10
