@@ -2,8 +2,9 @@
 # Stage 2 of the lab guest, PID 1 in the overlay of this machine's root:
 # make the Debian kernel's modules and headers usable, run the command, power off.
 run=$1 modules=$2
+# /run fresh (the host's netns and OVS state mean nothing here). /tmp stays
+# the overlay's: writable already, and the checkout may live under it.
 mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /tmp
 mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
 mount -t debugfs nodev /sys/kernel/debug 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null

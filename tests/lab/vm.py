@@ -188,7 +188,6 @@ def run(
     if not isinstance(command, str):  # one word is a shell script, more are an argv
         command = command[0] if len(command) == 1 else shlex.join(command)
     img = prepare()
-    # Not under /tmp: the guest mounts a fresh tmpfs there, which would hide it.
     (CACHE / "runs").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="run-", dir=CACHE / "runs") as tmp:
         run_dir = Path(run_dir or tmp).resolve()
