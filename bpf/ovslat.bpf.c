@@ -10,7 +10,7 @@
  *
  * Built by ovslat/bpf_loader.py with cflags giving:
  *   BACKEND_FENTRY | BACKEND_KPROBE | BACKEND_TRACEPOINT
- *   MAX_IFACES, MAX_FLOWS, OVSLAT_NR_CPUS, OVSLAT_DEBUG (optional)
+ *   MAX_IFACES, MAX_FLOWS, MAX_HOPS, OVSLAT_NR_CPUS, OVSLAT_DEBUG (optional)
  *   OFF_* struct offsets read from the running kernel's BTF, never from the
  *   header tree bcc compiles against (it may be another kernel's).
  */
@@ -30,6 +30,12 @@ BPF_TABLE("lru_hash", u64, struct flow, flows, MAX_FLOWS);
 BPF_PERCPU_ARRAY(last_rx, struct last_receive, 1);
 /* address of each CPU's softnet_data, learnt from its backlog NAPI polls */
 BPF_ARRAY(backlogs, u64, OVSLAT_NR_CPUS);
+BPF_TABLE("lru_hash", struct pkt_id, struct hop_mark, hop_marks, MAX_FLOWS);
+BPF_PERCPU_HASH(hop_hists, struct hop_key, struct hist, MAX_HOPS);
+/* never written: the zeroed value a new hop's histogram starts from (too big
+ * for the BPF stack) */
+BPF_ARRAY(zero_hist, struct hist, 1);
+BPF_PERCPU_HASH(hop_maxima, struct hop_key, u64, 2 * MAX_HOPS);
 
 #define KREAD(dst, src) bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)(src))
 
@@ -56,11 +62,9 @@ enum { POINT_S1 = 0, POINT_S2 = 1, POINT_S3 = 2 };
 enum { PARSE_OK = 0, PARSE_NOT_IPV4, PARSE_FAIL };
 
 struct pkt {
-	u32 saddr;
-	u32 daddr;
+	struct pkt_id id;
 	u16 sport;
 	u16 dport;
-	u32 proto;
 	u32 has_ports;
 	u32 fingerprint;
 };
@@ -76,7 +80,7 @@ static __always_inline int parse(void *skb, struct pkt *p)
 	u16 eth_proto = 0;
 	void *data = 0;
 	struct iphdr ip;
-	u32 l4 = 0;
+	u32 l4[2] = {};
 
 	if (KREAD(eth_proto, skb + OFF_SKB_PROTOCOL) || eth_proto != bpf_htons(ETH_P_IP))
 		return PARSE_NOT_IPV4;
@@ -86,26 +90,34 @@ static __always_inline int parse(void *skb, struct pkt *p)
 		return PARSE_FAIL;
 	if (bpf_probe_read_kernel(&ip, sizeof(ip), data) || ip.version != 4 || ip.ihl < 5)
 		return PARSE_FAIL;
-	p->saddr = ip.saddr;
-	p->daddr = ip.daddr;
-	p->proto = ip.protocol;
+	p->id.saddr = ip.saddr;
+	p->id.daddr = ip.daddr;
+	p->id.proto = ip.protocol;
+	p->id.ip_id = ip.id;
+	p->id.tot_len = ip.tot_len;
 	/* Only the first fragment carries the L4 header. */
 	if (!(ip.frag_off & bpf_htons(0x1fff))) {
 		void *l4p = data + ip.ihl * 4;
-		if (ip.protocol == IPPROTO_TCP || ip.protocol == IPPROTO_UDP) {
-			if (KREAD(l4, l4p))
+		if (ip.protocol == IPPROTO_TCP) {
+			if (KREAD(l4, l4p)) /* ports + sequence number */
 				return PARSE_FAIL;
-			p->sport = bpf_ntohs((u16)l4);
-			p->dport = bpf_ntohs((u16)(l4 >> 16));
-			p->has_ports = 1;
+		} else if (ip.protocol == IPPROTO_UDP) {
+			if (KREAD(l4[0], l4p))
+				return PARSE_FAIL;
 		} else if (ip.protocol == IPPROTO_ICMP) {
-			/* echo id + sequence */
-			if (KREAD(l4, l4p + 4))
+			if (KREAD(l4[0], l4p + 4)) /* echo id + sequence */
 				return PARSE_FAIL;
 		}
+		if (ip.protocol == IPPROTO_TCP || ip.protocol == IPPROTO_UDP) {
+			p->sport = bpf_ntohs((u16)l4[0]);
+			p->dport = bpf_ntohs((u16)(l4[0] >> 16));
+			p->has_ports = 1;
+		}
 	}
+	p->id.l4 = l4[0];
+	p->id.seq = l4[1];
 	p->fingerprint = mix32(mix32(mix32(ip.saddr, ip.daddr), (u32)ip.id << 16 | ip.tot_len),
-			       l4 ^ ip.protocol);
+			       l4[0] ^ l4[1] ^ ip.protocol);
 	return PARSE_OK;
 }
 
@@ -115,9 +127,9 @@ static __always_inline int filtered(struct config *cfg, struct pkt *p, struct co
 {
 	u32 fl = cfg->flags;
 
-	if (((fl & F_SRC_IP) && p->saddr != cfg->src_ip) ||
-	    ((fl & F_DST_IP) && p->daddr != cfg->dst_ip) ||
-	    ((fl & F_PROTOCOL) && p->proto != cfg->protocol)) {
+	if (((fl & F_SRC_IP) && p->id.saddr != cfg->src_ip) ||
+	    ((fl & F_DST_IP) && p->id.daddr != cfg->dst_ip) ||
+	    ((fl & F_PROTOCOL) && p->id.proto != cfg->protocol)) {
 		DBG(c, point, DBG_IP_FILTER);
 		return 1;
 	}
@@ -209,6 +221,73 @@ static __always_inline void record(struct config *cfg, u32 slot, u32 stage, u64 
 	update_max(cfg->epoch, slot, stage, ns);
 }
 
+static __always_inline void record_hop(struct config *cfg, u32 from, u32 to, u32 kind, u64 ns)
+{
+	struct hop_key k = {.from = from, .to = to, .kind = kind};
+	struct hist *h = hop_hists.lookup(&k);
+	u64 b = bucket_of(ns), *m;
+
+	if (!h) {
+		u32 z = 0;
+		struct hist *zero = zero_hist.lookup(&z);
+		if (!zero)
+			return;
+		hop_hists.insert(&k, zero);
+		h = hop_hists.lookup(&k);
+	}
+	if (h && b < NBUCKETS) {
+		h->buckets[b]++;
+		h->sum_ns += ns;
+	}
+	k.half = cfg->epoch & 1;
+	m = hop_maxima.lookup(&k);
+	if (!m) {
+		u64 zero = 0;
+		hop_maxima.insert(&k, &zero);
+		m = hop_maxima.lookup(&k);
+	}
+	if (m && ns > *m)
+		*m = ns;
+}
+
+/* S1 on `slot`: was this packet just received on another interface? Then
+ * record the transit and inherit where its journey began. */
+static __always_inline void hop_arrive(struct config *cfg, struct pkt *p, u32 slot, u64 now,
+				       struct flow *f)
+{
+	struct hop_mark *mark;
+
+	f->origin_ns = now;
+	f->origin_slot = slot;
+	if (!(cfg->flags & F_HOPS))
+		return;
+	mark = hop_marks.lookup(&p->id);
+	if (!mark)
+		return;
+	/* a mark older than a second is another packet with the same headers */
+	if (mark->slot != slot && now - mark->ts_receive_ns < 1000000000ULL) {
+		record_hop(cfg, mark->slot, slot, HOP_TRANSIT, now - mark->ts_receive_ns);
+		f->origin_ns = mark->origin_ns;
+		f->origin_slot = mark->origin_slot;
+	}
+	hop_marks.delete(&p->id);
+}
+
+/* S2 on `slot`: leave a mark for the next interface this packet reaches. */
+static __always_inline void hop_leave(struct config *cfg, struct pkt *p, u32 slot, u64 now,
+				      u64 origin_ns, u32 origin_slot)
+{
+	struct hop_mark mark = {
+	    .ts_receive_ns = now,
+	    .origin_ns = origin_ns,
+	    .slot = slot,
+	    .origin_slot = origin_slot,
+	};
+
+	if (cfg->flags & F_HOPS)
+		hop_marks.update(&p->id, &mark);
+}
+
 /* Packets in `cpu`'s backlog (input_pkt_queue) right now, or -1 if that
  * CPU's softnet_data has not been learnt yet. */
 static __always_inline s64 backlog_len(u32 cpu)
@@ -272,13 +351,15 @@ static __always_inline s32 on_enqueue(void *skb, s32 target_cpu, u32 tentative)
 		return -1;
 
 	cpu = bpf_get_smp_processor_id();
+	u64 now = bpf_ktime_get_ns();
 	struct flow f = {
-	    .ts_enqueue_ns = bpf_ktime_get_ns(),
+	    .ts_enqueue_ns = now,
 	    .fingerprint = p.fingerprint,
 	    .slot = slot,
 	    .enqueue_cpu = cpu,
 	    .tentative = tentative,
 	};
+	hop_arrive(cfg, &p, slot, now, &f);
 	if (target_cpu < 0 && (iv->flags & IFACE_NO_RPS))
 		target_cpu = cpu;
 	if (!tentative)
@@ -334,8 +415,8 @@ static __always_inline void on_receive(void *skb)
 	struct config *cfg;
 	struct flow *f;
 	struct pkt p = {};
-	u32 slot, zero = 0, cpu, enqueue_cpu;
-	u64 key = (u64)skb, now, ts;
+	u32 slot, zero = 0, cpu, enqueue_cpu, origin_slot;
+	u64 key = (u64)skb, now, ts, origin_ns;
 
 	dbg_global(POINT_S2, DBG_PROBE_ENTRY);
 	/* Any receive ends the previous one's S2 -> S3 window on this CPU. Else a
@@ -368,20 +449,24 @@ static __always_inline void on_receive(void *skb)
 			flows.delete(&key);
 		f = 0;
 	}
+	now = bpf_ktime_get_ns();
 	if (!f || f->fingerprint != p.fingerprint || f->slot != slot) {
 		/* Never enqueued (synchronous receive), evicted from a full
 		 * LRU, or a recycled sk_buff: no latency is better than a wrong one. */
 		c->flow_lookup_failures++;
 		if (f)
 			flows.delete(&key);
+		/* it may still travel on: its journey starts here */
+		hop_leave(cfg, &p, slot, now, now, slot);
 		return;
 	}
 	DBG(c, POINT_S2, DBG_FLOW_FOUND);
 	ts = f->ts_enqueue_ns;
 	enqueue_cpu = f->enqueue_cpu;
+	origin_ns = f->origin_ns;
+	origin_slot = f->origin_slot;
 	flows.delete(&key);
 
-	now = bpf_ktime_get_ns();
 	cpu = bpf_get_smp_processor_id();
 	record(cfg, slot, STAGE_ENQUEUE_TO_RECEIVE, now - ts);
 	c->received++;
@@ -390,8 +475,11 @@ static __always_inline void on_receive(void *skb)
 	if (lr) {
 		lr->skb = key;
 		lr->ts_receive_ns = now;
+		lr->origin_ns = origin_ns;
 		lr->slot = slot;
+		lr->origin_slot = origin_slot;
 	}
+	hop_leave(cfg, &p, slot, now, origin_ns, origin_slot);
 	DBG(c, POINT_S2, DBG_LATENCY_SUBMIT);
 }
 
@@ -402,6 +490,7 @@ static __always_inline void on_ip(void *skb)
 	struct counters *c;
 	struct config *cfg;
 	u32 slot, zero = 0;
+	u64 now;
 
 	dbg_global(POINT_S3, DBG_PROBE_ENTRY);
 	lr = last_rx.lookup(&zero);
@@ -415,7 +504,10 @@ static __always_inline void on_ip(void *skb)
 		return;
 	DBG(c, POINT_S3, DBG_HANDLE_ENTRY);
 	DBG(c, POINT_S3, DBG_FLOW_FOUND);
-	record(cfg, slot, STAGE_RECEIVE_TO_IP, bpf_ktime_get_ns() - lr->ts_receive_ns);
+	now = bpf_ktime_get_ns();
+	record(cfg, slot, STAGE_RECEIVE_TO_IP, now - lr->ts_receive_ns);
+	if (lr->origin_slot != slot)
+		record_hop(cfg, lr->origin_slot, slot, HOP_E2E, now - lr->origin_ns);
 	c->ip_rcv++;
 	DBG(c, POINT_S3, DBG_LATENCY_SUBMIT);
 }

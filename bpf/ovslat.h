@@ -62,6 +62,7 @@ struct iface_val {
 #define F_SRC_PORT (1 << 2)
 #define F_DST_PORT (1 << 3)
 #define F_PROTOCOL (1 << 4)
+#define F_HOPS (1 << 5) /* correlate packets across interfaces (2+ monitored) */
 
 /* One-entry array map written by user space: filters and run-time knobs. */
 struct config {
@@ -103,12 +104,13 @@ struct hist {
  * guards against a recycled sk_buff being taken for an earlier packet. */
 struct flow {
 	__u64 ts_enqueue_ns;
+	__u64 origin_ns; /* S1 (or S2) on the first monitored interface it crossed */
 	__u32 fingerprint;
 	__u32 slot;
 	__u32 enqueue_cpu;
 	__u32 queue_depth;
 	__u32 tentative; /* tracepoint backend: maybe a synchronous receive */
-	__u32 pad;
+	__u32 origin_slot;
 };
 
 /* Per CPU: the packet whose S2 was seen last; S3 follows synchronously on
@@ -116,8 +118,43 @@ struct flow {
 struct last_receive {
 	__u64 skb;
 	__u64 ts_receive_ns;
+	__u64 origin_ns;
 	__u32 slot;
-	__u32 pad;
+	__u32 origin_slot;
+};
+
+/* Per-hop correlation. The same packet is a different sk_buff once OVS's
+ * userspace datapath re-injects it, so packets are matched across
+ * interfaces by headers OVS does not rewrite. NAT and encapsulation change
+ * them: such hops are not seen. */
+struct pkt_id {
+	__u32 saddr;
+	__u32 daddr;
+	__u32 l4;  /* ports, or ICMP id + sequence */
+	__u32 seq; /* TCP sequence number */
+	__u16 ip_id;
+	__u16 tot_len;
+	__u32 proto;
+};
+
+/* A packet seen at S2 on `slot`, waiting for S1 on the next interface. */
+struct hop_mark {
+	__u64 ts_receive_ns;
+	__u64 origin_ns;
+	__u32 slot;
+	__u32 origin_slot;
+};
+
+enum hop_kind {
+	HOP_TRANSIT = 0, /* S2 on `from` -> S1 on `to`: e.g. the OVS datapath */
+	HOP_E2E = 1,	 /* first S1 on `from` -> S3 on `to` */
+};
+
+struct hop_key {
+	__u16 from;
+	__u16 to;
+	__u16 kind;
+	__u16 half; /* maxima only: epoch & 1 */
 };
 
 #endif

@@ -21,6 +21,8 @@ from .model import DEBUG_COUNTERS, STAGES, Counters, Interface
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 SOURCE = BPF_DIR / "ovslat.bpf.c"
 NMAX = 3
+MAX_HOPS = 256  # (from, to, kind) histograms; hops are found in traffic
+F_HOPS = 1 << 5  # bpf/ovslat.h
 IFACE_NO_RPS = 1  # bpf/ovslat.h
 NPOINTS = 3
 NDBG = len(DEBUG_COUNTERS)
@@ -79,6 +81,7 @@ def cflags(kernel: KernelInfo, backend: str, o: EngineOptions) -> list[str]:
         f"-DBACKEND_{backend.upper()}",
         f"-DMAX_IFACES={o.max_ifaces}",
         f"-DMAX_FLOWS={o.max_flows}",
+        f"-DMAX_HOPS={MAX_HOPS}",
         f"-DOVSLAT_NR_CPUS={kernel.ncpus}",
     ]
     flags += [f"-D{k}={v}" for k, v in kernel.offsets.items()]
@@ -105,6 +108,7 @@ class Program:
         self._hists = self.bpf["hists"]
         self._maxima = self.bpf["maxima"]
         self._config_values: dict[str, int] = {}
+        self._hops = False
         self._write_config()
 
     # ---- loading -------------------------------------------------------
@@ -168,6 +172,8 @@ class Program:
         cfg = t.Leaf()
         for name, value in self._config_values.items():
             setattr(cfg, name, value)
+        if self._hops:
+            cfg.flags |= F_HOPS
         cfg.epoch = self._epoch
         cfg.backlog_poll_fn = self.kernel.kallsyms.get("process_backlog", 0)
         t[t.Key(0)] = cfg
@@ -175,6 +181,12 @@ class Program:
     def set_filters(self, values: dict[str, int]) -> None:
         self._config_values = dict(values)
         self._write_config()
+
+    def set_hops(self, enabled: bool) -> None:
+        """Correlate packets across interfaces: worth its cost from two on."""
+        if enabled != self._hops:
+            self._hops = enabled
+            self._write_config()
 
     def add_interface(self, iface: Interface) -> None:
         if iface.slot >= self.opts.max_ifaces:
@@ -245,8 +257,23 @@ class Program:
             total += h.sum_ns
         return Histogram(tuple(buckets), total, 0)
 
-    def flip_epoch(self, slots: list[int]) -> dict[int, tuple[int, ...]]:
-        """Start a new interval for the maxima; return the last one's per slot."""
+    def read_hops(self) -> dict[tuple[int, int, int], Histogram]:
+        """(from slot, to slot, kind) -> cumulative histogram."""
+        out = {}
+        for k, per_cpu in self.bpf["hop_hists"].items():
+            buckets = [0] * NBUCKETS
+            total = 0
+            for h in per_cpu:
+                for i, n in enumerate(h.buckets):
+                    if n:
+                        buckets[i] += n
+                total += h.sum_ns
+            out[(getattr(k, "from"), k.to, k.kind)] = Histogram(tuple(buckets), total, 0)
+        return out
+
+    def flip_epoch(self, slots: list[int]) -> tuple[dict, dict]:
+        """Start a new interval for the maxima; return the last one's: per slot
+        (NMAX values) and per (from, to, kind) hop."""
         old = self._epoch & 1
         self._epoch += 1
         self._write_config()
@@ -256,7 +283,14 @@ class Program:
             per_cpu = self._maxima.getvalue(k)
             out[slot] = tuple(max(m.v[i] for m in per_cpu) for i in range(NMAX))
             self._maxima.clearitem(k)
-        return out
+        hops = {}
+        table = self.bpf["hop_maxima"]
+        for k, per_cpu in list(table.items()):
+            if k.half == old:
+                hops[(getattr(k, "from"), k.to, k.kind)] = max(per_cpu)
+                with contextlib.suppress(KeyError):
+                    del table[k]
+        return out, hops
 
     def probe_cost_by_program(self) -> dict[str, tuple[int, int]]:
         """name -> (run_time_ns, run_cnt) from fdinfo; both stay 0 unless

@@ -8,7 +8,9 @@ import time
 
 from .errors import UserError
 from .histogram import Histogram
-from .model import STAGES, Counters, Interface, InterfaceStats, ProbeCost, Snapshot
+from .model import STAGES, Counters, HopStats, Interface, InterfaceStats, ProbeCost, Snapshot
+
+HOP_TRANSIT, HOP_E2E = 0, 1  # enum hop_kind, bpf/ovslat.h
 
 QUEUE_DEPTH_SOURCE = {
     "fentry": "backlog length of the target CPU at enqueue_to_backlog()",
@@ -35,12 +37,14 @@ class Collector:
         for iface in interfaces:
             self.add(iface)
         self.program.flip_epoch(list(self.interfaces))  # start the first interval clean
+        self._prev_hops: dict = {}
 
     def add(self, iface: Interface) -> Interface:
         iface = dataclasses.replace(iface, slot=self._next_slot)
         self.program.add_interface(iface)
         self._next_slot += 1
         self.interfaces[iface.slot] = iface
+        self.program.set_hops(len(self.live()) >= 2)
         return iface
 
     def remove(self, slot: int) -> None:
@@ -75,9 +79,25 @@ class Collector:
         stages = {s: self.program.read_hist(iface.slot, i) for i, s in enumerate(STAGES)}
         return InterfaceStats(iface, counters, stages, debug)
 
+    def _hops(self, maxima: dict) -> tuple[HopStats, ...]:
+        cur = self.program.read_hops()
+        out = []
+        for src, dst in sorted({(f, t) for f, t, _ in cur}):
+            if src not in self.interfaces or dst not in self.interfaces:
+                continue
+            hists = []
+            for kind in (HOP_TRANSIT, HOP_E2E):
+                h = cur.get((src, dst, kind), Histogram.empty())
+                prev = self._prev_hops.get((src, dst, kind))
+                delta = h - prev if prev else h
+                hists.append(dataclasses.replace(delta, max_ns=maxima.get((src, dst, kind), 0)))
+            out.append(HopStats(self.interfaces[src], self.interfaces[dst], *hists))
+        self._prev_hops = cur
+        return tuple(out)
+
     def read(self) -> Snapshot:
         now = time.monotonic()
-        maxima = self.program.flip_epoch(list(self.interfaces))
+        maxima, hop_maxima = self.program.flip_epoch(list(self.interfaces))
         stats = []
         for slot, iface in sorted(self.interfaces.items()):
             if self._gone.get(slot):  # reported its last figures already
@@ -100,6 +120,7 @@ class Collector:
                 gone=slot in self._gone,
             )
             stats.append(delta)
+        hops = self._hops(hop_maxima)
         entries = self.program.read_probe_entries()
         probe_delta = (
             tuple(a - b for a, b in zip(entries, self._prev_probe_entries, strict=True))
@@ -122,6 +143,7 @@ class Collector:
             probe_entries=probe_delta,
             notes=tuple(self.program.notes) + tuple(self._changes),
             cost=cost,
+            hops=hops,
         )
         self._last = now
         self._changes = []

@@ -122,6 +122,28 @@ class InterfaceStats:
 
 
 @dataclass(frozen=True)
+class HopStats:
+    """One hop between two monitored interfaces, found in the traffic.
+    transit: S2 on `src` -> S1 on `dst` (for uplink -> br-int: the OVS datapath);
+    e2e: the first S1 on `src` -> S3 on `dst`."""
+
+    src: Interface
+    dst: Interface
+    transit: Histogram
+    e2e: Histogram
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.src.slot, self.dst.slot
+
+    def __sub__(self, older: HopStats) -> HopStats:
+        return HopStats(self.src, self.dst, self.transit - older.transit, self.e2e - older.e2e)
+
+    def __add__(self, later: HopStats) -> HopStats:
+        return HopStats(self.src, self.dst, self.transit + later.transit, self.e2e + later.e2e)
+
+
+@dataclass(frozen=True)
 class ProbeCost:
     run_time_ns: int = 0
     run_cnt: int = 0
@@ -152,6 +174,7 @@ class Snapshot:
     probe_entries: tuple[int, ...] = ()  # PROBE_ENTRY per point, debug only
     notes: tuple[str, ...] = field(default=())
     cost: ProbeCost = field(default_factory=ProbeCost)
+    hops: tuple[HopStats, ...] = ()
 
     def merge(self, later: Snapshot) -> Snapshot:
         """This run so far plus a later interval."""
@@ -174,4 +197,12 @@ class Snapshot:
             probes if (self.probe_entries or later.probe_entries) else (),
             tuple(dict.fromkeys(self.notes + later.notes)),
             self.cost + later.cost,
+            _merge_hops(self.hops, later.hops),
         )
+
+
+def _merge_hops(a: tuple[HopStats, ...], b: tuple[HopStats, ...]) -> tuple[HopStats, ...]:
+    out = {h.key: h for h in a}
+    for h in b:
+        out[h.key] = out[h.key] + h if h.key in out else h
+    return tuple(sorted(out.values(), key=lambda h: h.key))

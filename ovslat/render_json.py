@@ -7,7 +7,7 @@ import json
 import time
 
 from .histogram import RESOLUTION, Histogram, bucket_bounds
-from .model import DEBUG_COUNTERS, DEBUG_POINTS, STAGES, InterfaceStats, Snapshot
+from .model import DEBUG_COUNTERS, DEBUG_POINTS, STAGES, HopStats, InterfaceStats, Snapshot
 
 SCHEMA_VERSION = 1
 
@@ -25,6 +25,7 @@ def stage_json(h: Histogram) -> dict:
             if n
             for lo, hi in (bucket_bounds(b),)
         ],
+        "sum_ns": h.sum_ns,
         "mean_us": _us(h.mean_ns()),
         "p50_us": _us(h.percentile_ns(0.50)),
         "p90_us": _us(h.percentile_ns(0.90)),
@@ -66,6 +67,17 @@ def _iso(wall_s: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(wall_s)) + f".{ms:03d}"
 
 
+def hop_json(h: HopStats) -> dict:
+    """The transit's figures at the top level (from, to, count, p50_us, ...),
+    end to end under "e2e"."""
+    return {
+        "from": h.src.label,
+        "to": h.dst.label,
+        **stage_json(h.transit),
+        "e2e": stage_json(h.e2e),
+    }
+
+
 def record(snap: Snapshot, kind: str, context: dict) -> str:
     """kind: "interval" or "summary". context: backend facts fixed for the run."""
     end = snap.start_wall_s + snap.duration_s
@@ -76,6 +88,7 @@ def record(snap: Snapshot, kind: str, context: dict) -> str:
         ("interval_s" if kind == "interval" else "duration_s"): round(snap.duration_s, 3),
         **context,
         "interfaces": [interface_json(st, context["queue_depth_source"]) for st in snap.interfaces],
+        "hops": [hop_json(h) for h in snap.hops],
         "probe": {
             "run_time_ns": snap.cost.run_time_ns,
             "run_cnt": snap.cost.run_cnt,

@@ -97,6 +97,29 @@ def table(snap: Snapshot, context: dict, uptime_s: float, last_live: dict | None
             "-" if qavg is None else f"{qavg:.1f}/{c.queue_depth_max}",
         )
     parts = [header, t]
+    if snap.hops:
+        ht = Table(expand=True, header_style="bold")
+        for col, justify in (
+            ("hop", "left"),
+            ("packets", "right"),
+            ("transit p50", "right"),
+            ("p99", "right"),
+            ("e2e p50", "right"),
+            ("p99", "right"),
+            ("e2e max µs", "right"),
+        ):
+            ht.add_column(col, justify=justify, no_wrap=True)
+        for h in snap.hops:
+            ht.add_row(
+                f"{h.src.label} → {h.dst.label}",
+                f"{h.transit.count:,}",
+                _us(h.transit.percentile_ns(0.5)),
+                _us(h.transit.percentile_ns(0.99)),
+                _us(h.e2e.percentile_ns(0.5)),
+                _us(h.e2e.percentile_ns(0.99)),
+                _us(h.e2e.max_ns if h.e2e.count else None),
+            )
+        parts.append(ht)
     if context.get("s3") is None:
         parts.append(Text("S2→S3 not measured on this kernel", style="dim"))
     parts.append(Text("q or Ctrl-C to quit", style="dim"))
@@ -106,7 +129,9 @@ def table(snap: Snapshot, context: dict, uptime_s: float, last_live: dict | None
 def print_summary(total: Snapshot, context: dict, console: Console | None = None) -> None:
     console = console or Console()
     console.print(Text(f"Whole run, {total.duration_s:.1f}s", style="bold"))
-    console.print(table(total, context, total.duration_s).renderables[1])
+    for part in table(total, context, total.duration_s).renderables[1:]:
+        if isinstance(part, Table):
+            console.print(part)
 
 
 class LiveView:

@@ -122,12 +122,41 @@ def debug_block(st: InterfaceStats, snap: Snapshot) -> list[str]:
     return lines
 
 
+def _figures(h) -> str:
+    if not h.count:
+        return "0 packets"
+    pct = "  ".join(
+        f"p{q}:{h.percentile_ns(v) / 1000:.1f}us"
+        for q, v in (("50", 0.5), ("90", 0.9), ("99", 0.99), ("99.9", 0.999))
+    )
+    return f"{h.count} packets  {pct}  max {h.max_ns / 1000:.1f}us"
+
+
+def hops_block(snap: Snapshot) -> list[str]:
+    lines = [
+        RULE,
+        "Per-hop latency (one packet seen on two interfaces, matched by its headers)",
+        RULE,
+    ]
+    for h in snap.hops:
+        a, b = h.src.label, h.dst.label
+        lines += [
+            f"  {a} -> {b}",
+            f"    transit    (S2 on {a} -> S1 on {b}): {_figures(h.transit)}",
+            f"    end to end (S1 on {a} -> S3 on {b}): {_figures(h.e2e)}",
+        ]
+    lines.append(RULE)
+    return lines
+
+
 def render(snap: Snapshot, s3: str | None, summary: bool = False) -> str:
     blocks = []
     if summary:
         blocks.append(f"{RULE}\nSUMMARY: whole run, {snap.duration_s:.1f}s\n{RULE}")
     for st in snap.interfaces:
         blocks.append("\n".join(interface_block(st, snap, s3)))
+    if snap.hops:
+        blocks.append("\n".join(hops_block(snap)))
     if snap.notes:
         blocks.append("\n".join(f"Note: {n}" for n in snap.notes))
     return "\n".join(blocks) + "\n"

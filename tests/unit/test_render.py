@@ -111,3 +111,28 @@ def test_merge_is_a_whole_run():
     assert st.stages["enqueue_to_receive"].count == 8
     assert st.stages["enqueue_to_receive"].max_ns == 9000
     assert total.cost.packets == 8
+
+
+def test_hops_in_json_text_and_merge():
+    from ovslat.model import HopStats
+
+    snap = snapshot()
+    a = snap.interfaces[0].iface
+    b = Interface("br-int", 9, 4026531840, "", 1)
+    hopstats = HopStats(a, b, hist([20_000, 30_000]), hist([40_000, 90_000]))
+    snap = Snapshot(snap.start_wall_s, 2.0, "kprobe", snap.interfaces, hops=(hopstats,))
+    ctx = {"backend": "kprobe", "s3": "x", "filters": {}, "queue_depth_source": "q"}
+    (h,) = json.loads(render_json.record(snap, "interval", ctx))["hops"]
+    assert (h["from"], h["to"], h["count"], h["sum_ns"], h["max_us"]) == (
+        "veth0",
+        "br-int",
+        2,
+        50_000,
+        30.0,
+    )
+    assert h["e2e"]["count"] == 2 and h["e2e"]["sum_ns"] == 130_000
+    text = render_text.render(snap, "x")
+    assert "  veth0 -> br-int" in text
+    assert "    transit    (S2 on veth0 -> S1 on br-int): 2 packets" in text
+    (merged,) = snap.merge(snap).hops
+    assert merged.transit.count == 4 and merged.e2e.sum_ns == 260_000

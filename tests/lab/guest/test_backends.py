@@ -72,11 +72,22 @@ def test_ovs_kernel_datapath(attach):
     assert up["enqueued"] == up["received"] == 40
     assert up["ip_rcv"] == 0 and up["flow_lookup_failures"] == 0
     assert br["enqueued"] == br["received"] == 40 and br["flow_lookup_failures"] == 0
+    (h,) = summary["hops"]
+    assert (h["from"], h["to"]) == ("ovt-up0", "br-int")
+    assert h["count"] == 40  # transit: the time in the OVS kernel datapath
     if attach == "tracepoint":
         # Linux 6.1 has no BPF netfilter hook: S3 is not measured, and says so
-        assert summary["s3"] is None and br["ip_rcv"] == 0
-    else:
-        assert br["ip_rcv"] == 40
+        assert summary["s3"] is None and br["ip_rcv"] == 0 and h["e2e"]["count"] == 0
+        return
+    assert br["ip_rcv"] == 40 and h["e2e"]["count"] == 40
+    up_st = interface(summary, "ovt-up0")["stages"]
+    br_st = interface(summary, "br-int")["stages"]
+    assert h["e2e"]["sum_ns"] == (
+        up_st["enqueue_to_receive"]["sum_ns"]
+        + h["sum_ns"]
+        + br_st["enqueue_to_receive"]["sum_ns"]
+        + br_st["receive_to_ip"]["sum_ns"]
+    )
 
 
 def test_rps_cross_cpu():

@@ -1,0 +1,74 @@
+"""Per-hop correlation: the same packet on the veth uplink, through OVS
+(netdev datapath, userspace: a different sk_buff on the way out) and on the
+bridge's port, matched by its headers."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from ovslat import testbed
+from tests.ovslat_proc import Watch, interface
+
+pytestmark = pytest.mark.root
+BR, UP = "ovt-hbr", "ovt-hu0"
+
+
+@pytest.fixture(autouse=True)
+def root():
+    testbed.require_root()
+
+
+def hop(summary, src, dst):
+    (h,) = (h for h in summary["hops"] if h["from"] == src and h["to"] == dst)
+    return h
+
+
+@pytest.mark.parametrize("rps", [True, False], ids=["rps", "no-rps"])
+def test_uplink_to_bridge_hop(rps):
+    with testbed.OvsDaemons("netdev") as ovs, testbed.Netns("h") as nh:
+        ovs.add_bridge(BR)
+        testbed.veth(UP, nh, "ovt-hu1", None, "198.18.64.2")
+        ovs.add_port(BR, UP)
+        testbed.address_port(BR, "198.18.64.1")
+        assert testbed.ping(nh, "198.18.64.1", 3) == 3
+        steer = testbed.rps(BR, "3") if rps else contextlib.nullcontext()
+        with steer, Watch(["-i", UP, "-i", BR, "--protocol", "icmp"]) as w:
+            assert testbed.ping(nh, "198.18.64.1", 40) == 40
+            done = "ip_rcv" if rps else "flow_lookup_failures"
+            w.wait_for(lambda w: w.totals(BR).get(done, 0) >= 40)
+            summary = w.stop()
+    h = hop(summary, UP, BR)
+    assert h["count"] == 40  # transit: S2 on the uplink -> S1 on the bridge port
+    assert 0 < h["p50_us"] <= h["p99_us"] <= h["max_us"] < 1_000_000
+    assert [(x["from"], x["to"]) for x in summary["hops"]] == [(UP, BR)]
+    if not rps:
+        # the bridge port receives synchronously: no S1->S2 there, so no e2e
+        assert h["e2e"]["count"] == 0
+        return
+    e2e = h["e2e"]
+    assert e2e["count"] == 40
+    up, br = interface(summary, UP)["stages"], interface(summary, BR)["stages"]
+    # Each packet's end-to-end time is exactly the sum of its parts: adjacent
+    # stages share one timestamp, so this holds to the nanosecond.
+    parts = (
+        up["enqueue_to_receive"]["sum_ns"]
+        + h["sum_ns"]
+        + br["enqueue_to_receive"]["sum_ns"]
+        + br["receive_to_ip"]["sum_ns"]
+    )
+    assert e2e["sum_ns"] == parts
+    assert e2e["p50_us"] >= h["p50_us"] * 0.875  # bucket resolution
+    assert e2e["max_us"] >= h["max_us"]
+
+
+def test_one_interface_has_no_hops():
+    with testbed.Netns("o") as no:
+        testbed.veth("ovt-ho0", no, "ovt-ho1", "198.18.65.1", "198.18.65.2")
+        testbed.ping(no, "198.18.65.1", 1)
+        with Watch(["-i", "ovt-ho0"]) as w:
+            testbed.ping(no, "198.18.65.1", 10)
+            w.wait_for(lambda w: w.totals("ovt-ho0").get("ip_rcv", 0) >= 10)
+            summary = w.stop()
+    assert summary["hops"] == []
