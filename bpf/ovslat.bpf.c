@@ -32,6 +32,14 @@ BPF_PERCPU_ARRAY(last_rx, struct last_receive, 1);
 BPF_ARRAY(backlogs, u64, OVSLAT_NR_CPUS);
 BPF_TABLE("lru_hash", struct pkt_id, struct hop_mark, hop_marks, MAX_FLOWS);
 BPF_PERCPU_HASH(hop_hists, struct hop_key, struct hist, MAX_HOPS);
+BPF_PERF_OUTPUT(events);
+BPF_STACK_TRACE(stacks, 1024);
+BPF_PERCPU_HASH(drops, struct drop_key, u64, 1024);
+struct budget {
+	u64 window_ns;
+	u64 used;
+};
+BPF_PERCPU_ARRAY(budgets, struct budget, 1);
 /* never written: the zeroed value a new hop's histogram starts from (too big
  * for the BPF stack) */
 BPF_ARRAY(zero_hist, struct hist, 1);
@@ -358,6 +366,7 @@ static __always_inline s32 on_enqueue(void *skb, s32 target_cpu, u32 tentative)
 	    .slot = slot,
 	    .enqueue_cpu = cpu,
 	    .tentative = tentative,
+	    .queue_depth = ~0U,
 	};
 	hop_arrive(cfg, &p, slot, now, &f);
 	if (target_cpu < 0 && (iv->flags & IFACE_NO_RPS))
@@ -407,7 +416,32 @@ static __always_inline int is_synchronous(u64 skb)
 #endif
 
 /* S2 */
-static __always_inline void on_receive(void *skb)
+static __always_inline void slow_packet(void *ctx, struct config *cfg, struct counters *c,
+					struct slow_event *ev)
+{
+	u32 zero = 0;
+	struct budget *b = budgets.lookup(&zero);
+
+	c->slow++;
+	if (!b)
+		return;
+	if (ev->ts_receive_ns - b->window_ns >= 1000000000ULL) {
+		b->window_ns = ev->ts_receive_ns;
+		b->used = 0;
+	}
+	if (b->used >= cfg->events_per_cpu_s) {
+		c->events_suppressed++;
+		return;
+	}
+	b->used++;
+	ev->stack_id = stacks.get_stackid(ctx, 0);
+	ev->pid = bpf_get_current_pid_tgid();
+	bpf_get_current_comm(&ev->comm, sizeof(ev->comm));
+	/* never blocks: a full buffer drops the event (counted by user space) */
+	events.perf_submit(ctx, ev, sizeof(*ev));
+}
+
+static __always_inline void on_receive(void *ctx, void *skb)
 {
 	struct last_receive *lr;
 	struct iface_val *iv;
@@ -415,7 +449,7 @@ static __always_inline void on_receive(void *skb)
 	struct config *cfg;
 	struct flow *f;
 	struct pkt p = {};
-	u32 slot, zero = 0, cpu, enqueue_cpu, origin_slot;
+	u32 slot, zero = 0, cpu, enqueue_cpu, origin_slot, queue_depth;
 	u64 key = (u64)skb, now, ts, origin_ns;
 
 	dbg_global(POINT_S2, DBG_PROBE_ENTRY);
@@ -463,6 +497,7 @@ static __always_inline void on_receive(void *skb)
 	DBG(c, POINT_S2, DBG_FLOW_FOUND);
 	ts = f->ts_enqueue_ns;
 	enqueue_cpu = f->enqueue_cpu;
+	queue_depth = f->queue_depth;
 	origin_ns = f->origin_ns;
 	origin_slot = f->origin_slot;
 	flows.delete(&key);
@@ -472,6 +507,20 @@ static __always_inline void on_receive(void *skb)
 	c->received++;
 	if (cpu != enqueue_cpu)
 		c->cross_cpu++;
+	if ((cfg->flags & F_THRESHOLD) && now - ts > cfg->threshold_ns) {
+		struct slow_event ev = {
+		    .ts_enqueue_ns = ts,
+		    .ts_receive_ns = now,
+		    .id = p.id,
+		    .sport = p.sport,
+		    .dport = p.dport,
+		    .slot = slot,
+		    .enqueue_cpu = enqueue_cpu,
+		    .receive_cpu = cpu,
+		    .queue_depth = queue_depth,
+		};
+		slow_packet(ctx, cfg, c, &ev);
+	}
 	if (lr) {
 		lr->skb = key;
 		lr->ts_receive_ns = now;
@@ -531,6 +580,31 @@ RAW_TRACEPOINT_PROBE(napi_poll)
 	return 0;
 }
 
+/* An enqueued packet freed before S2 (backlog full, device down, ...): a
+ * drop, attributed to its interface with the kernel's reason. */
+RAW_TRACEPOINT_PROBE(kfree_skb)
+{
+	u64 key = ctx->args[0], one = 1, *n;
+	struct flow *f = flows.lookup(&key);
+	struct drop_key k = {};
+	struct counters *c;
+
+	if (!f || f->tentative)
+		return 0;
+	k.slot = f->slot;
+	k.reason = ctx->args[2]; /* enum skb_drop_reason (Linux >= 5.17) */
+	flows.delete(&key);
+	c = counters.lookup(&k.slot);
+	if (c)
+		c->dropped++;
+	n = drops.lookup(&k);
+	if (n)
+		(*n)++;
+	else
+		drops.insert(&k, &one);
+	return 0;
+}
+
 #if defined(BACKEND_FENTRY)
 
 KFUNC_PROBE(enqueue_to_backlog, void *skb, int cpu)
@@ -541,7 +615,7 @@ KFUNC_PROBE(enqueue_to_backlog, void *skb, int cpu)
 
 KFUNC_PROBE(__netif_receive_skb, void *skb)
 {
-	on_receive(skb);
+	on_receive(ctx, skb);
 	return 0;
 }
 
@@ -561,7 +635,7 @@ int kprobe_enqueue(struct pt_regs *ctx, void *skb, int cpu)
 
 int kprobe_receive(struct pt_regs *ctx, void *skb)
 {
-	on_receive(skb);
+	on_receive(ctx, skb);
 	return 0;
 }
 
@@ -626,7 +700,7 @@ RAW_TRACEPOINT_PROBE(netif_receive_skb_exit)
 /* __netif_receive_skb_core() */
 RAW_TRACEPOINT_PROBE(netif_receive_skb)
 {
-	on_receive((void *)ctx->args[0]);
+	on_receive(ctx, (void *)ctx->args[0]);
 	return 0;
 }
 

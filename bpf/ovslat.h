@@ -62,18 +62,22 @@ struct iface_val {
 #define F_SRC_PORT (1 << 2)
 #define F_DST_PORT (1 << 3)
 #define F_PROTOCOL (1 << 4)
-#define F_HOPS (1 << 5) /* correlate packets across interfaces (2+ monitored) */
+#define F_HOPS (1 << 5)	     /* correlate packets across interfaces (2+ monitored) */
+#define F_THRESHOLD (1 << 6) /* threshold mode: slow-packet events */
 
 /* One-entry array map written by user space: filters and run-time knobs. */
 struct config {
-	__u32 flags;	       /* F_* */
-	__u32 src_ip;	       /* network byte order */
-	__u32 dst_ip;	       /* network byte order */
-	__u16 src_port;	       /* host byte order */
-	__u16 dst_port;	       /* host byte order */
-	__u32 protocol;	       /* IPPROTO_* when F_PROTOCOL */
-	__u32 epoch;	       /* selects the half of `maxima` being written */
-	__u64 backlog_poll_fn; /* address of process_backlog(), to spot backlog NAPI */
+	__u32 flags;		/* F_* */
+	__u32 src_ip;		/* network byte order */
+	__u32 dst_ip;		/* network byte order */
+	__u16 src_port;		/* host byte order */
+	__u16 dst_port;		/* host byte order */
+	__u32 protocol;		/* IPPROTO_* when F_PROTOCOL */
+	__u32 epoch;		/* selects the half of `maxima` being written */
+	__u64 backlog_poll_fn;	/* address of process_backlog(), to spot backlog NAPI */
+	__u64 threshold_ns;	/* S1 -> S2 above this is a slow packet; 0: off */
+	__u32 events_per_cpu_s; /* slow-packet events sent per CPU per second */
+	__u32 pad;
 };
 
 /* Per interface, per CPU; user space sums the CPUs. */
@@ -86,6 +90,9 @@ struct counters {
 	__u64 flow_lookup_failures;
 	__u64 queue_depth_sum;
 	__u64 queue_depth_samples;
+	__u64 slow;		     /* S1 -> S2 above the threshold */
+	__u64 events_suppressed;     /* slow, but over the event rate limit */
+	__u64 dropped;		     /* enqueued, then freed by kfree_skb() before S2 */
 	__u64 debug[NPOINTS * NDBG]; /* [point][counter]; flat: bcc mirrors only 1-D arrays */
 };
 
@@ -155,6 +162,27 @@ struct hop_key {
 	__u16 to;
 	__u16 kind;
 	__u16 half; /* maxima only: epoch & 1 */
+};
+
+/* A slow packet, sent to user space (threshold mode only). */
+struct slow_event {
+	__u64 ts_enqueue_ns;
+	__u64 ts_receive_ns;
+	struct pkt_id id;
+	__u16 sport;
+	__u16 dport;
+	__u32 slot;
+	__u32 enqueue_cpu;
+	__u32 receive_cpu;
+	__u32 queue_depth; /* ~0: not sampled */
+	__s32 stack_id;
+	__u32 pid;
+	char comm[16];
+};
+
+struct drop_key {
+	__u32 slot;
+	__u32 reason; /* enum skb_drop_reason */
 };
 
 #endif

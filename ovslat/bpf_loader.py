@@ -4,6 +4,7 @@ kernel allows, and reads its maps. The only module that imports bcc."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import tempfile
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 SOURCE = BPF_DIR / "ovslat.bpf.c"
 NMAX = 3
 MAX_HOPS = 256  # (from, to, kind) histograms; hops are found in traffic
-F_HOPS = 1 << 5  # bpf/ovslat.h
+F_HOPS, F_THRESHOLD = 1 << 5, 1 << 6  # bpf/ovslat.h
 IFACE_NO_RPS = 1  # bpf/ovslat.h
 NPOINTS = 3
 NDBG = len(DEBUG_COUNTERS)
@@ -34,6 +35,48 @@ S3_MEANING = {
     "kprobe": "ip_rcv() entry (kprobe)",
     "tracepoint": "IPv4 PRE_ROUTING netfilter hook inside ip_rcv() (BPF netfilter link)",
 }
+
+
+_TRACING_FRAMES = (
+    "bpf_prog_",
+    "bpf_trace_run",
+    "__bpf_trace_",
+    "bpf_trampoline_",
+    "__traceiter_",
+    "kprobe_",
+    "ftrace_",
+    "arch_ftrace",
+    "0x",
+)
+
+
+class _PktId(ctypes.Structure):  # struct pkt_id, bpf/ovslat.h
+    _fields_ = [
+        ("saddr", ctypes.c_uint32),
+        ("daddr", ctypes.c_uint32),
+        ("l4", ctypes.c_uint32),
+        ("seq", ctypes.c_uint32),
+        ("ip_id", ctypes.c_uint16),
+        ("tot_len", ctypes.c_uint16),
+        ("proto", ctypes.c_uint32),
+    ]
+
+
+class _SlowEvent(ctypes.Structure):  # struct slow_event: bcc cannot derive nested structs
+    _fields_ = [
+        ("ts_enqueue_ns", ctypes.c_uint64),
+        ("ts_receive_ns", ctypes.c_uint64),
+        ("id", _PktId),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("slot", ctypes.c_uint32),
+        ("enqueue_cpu", ctypes.c_uint32),
+        ("receive_cpu", ctypes.c_uint32),
+        ("queue_depth", ctypes.c_uint32),
+        ("stack_id", ctypes.c_int32),
+        ("pid", ctypes.c_uint32),
+        ("comm", ctypes.c_char * 16),
+    ]
 
 
 def _debug(c, point: int, counter: int) -> int:
@@ -109,6 +152,7 @@ class Program:
         self._maxima = self.bpf["maxima"]
         self._config_values: dict[str, int] = {}
         self._hops = False
+        self._threshold = False
         self._write_config()
 
     # ---- loading -------------------------------------------------------
@@ -174,6 +218,8 @@ class Program:
             setattr(cfg, name, value)
         if self._hops:
             cfg.flags |= F_HOPS
+        if self._threshold:
+            cfg.flags |= F_THRESHOLD
         cfg.epoch = self._epoch
         cfg.backlog_poll_fn = self.kernel.kallsyms.get("process_backlog", 0)
         t[t.Key(0)] = cfg
@@ -181,6 +227,44 @@ class Program:
     def set_filters(self, values: dict[str, int]) -> None:
         self._config_values = dict(values)
         self._write_config()
+
+    def set_threshold(self, threshold_ns: int, events_per_s: int, on_event) -> None:
+        """Slow-packet events: S1 -> S2 above threshold_ns, at most events_per_s
+        (split over the CPUs), each handed to on_event(raw_event, stack)."""
+        per_cpu = max(1, -(-events_per_s // self.kernel.ncpus))
+        self._config_values.update(threshold_ns=threshold_ns, events_per_cpu_s=per_cpu)
+        self._threshold = True
+        self._write_config()
+        stacks = self.bpf["stacks"]
+        table = self.bpf["events"]
+        self.events_lost = 0
+
+        def handle(_cpu, data, _size):
+            ev = ctypes.cast(data, ctypes.POINTER(_SlowEvent)).contents
+            frames = []
+            if ev.stack_id >= 0:
+                frames = [
+                    BPF.ksym(a, show_offset=True).decode(errors="replace")
+                    for a in stacks.walk(ev.stack_id)
+                ]
+            on_event(ev, frames)
+
+        def lost(n):
+            self.events_lost += n
+
+        table.open_perf_buffer(handle, page_cnt=64, lost_cb=lost)
+
+    def poll_events(self) -> None:
+        self.bpf.perf_buffer_poll(timeout=0)
+
+    def read_drops(self) -> dict[int, dict[str, int]]:
+        """slot -> {kernel drop reason: count}, cumulative."""
+        names = self.kernel.btf.enum_names("skb_drop_reason")
+        out: dict[int, dict[str, int]] = {}
+        for k, per_cpu in self.bpf["drops"].items():
+            reason = names.get(k.reason, str(k.reason)).removeprefix("SKB_DROP_REASON_")
+            out.setdefault(k.slot, {})[reason] = sum(per_cpu)
+        return out
 
     def set_hops(self, enabled: bool) -> None:
         """Correlate packets across interfaces: worth its cost from two on."""
@@ -230,6 +314,9 @@ class Program:
                 "flow_lookup_failures",
                 "queue_depth_sum",
                 "queue_depth_samples",
+                "slow",
+                "events_suppressed",
+                "dropped",
             )
         }
         debug: tuple[tuple[int, ...], ...] = ()
@@ -322,6 +409,12 @@ class Program:
                 os.close(fd)
         self._links.clear()
         if self.bpf is not None:
+            if self._threshold:
+                # close the perf readers while the map is still open; bcc's
+                # finalizer would try later and raise on the closed map
+                events = self.bpf["events"]
+                for key in list(events._open_key_fds):
+                    del events[key]
             self.bpf.cleanup()
             self.bpf = None
 

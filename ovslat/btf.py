@@ -162,6 +162,18 @@ class Btf:
                 return lo
         raise BtfError(f"enum {enum_name} has no {member}")
 
+    def enum_names(self, enum_name: str) -> dict[int, str]:
+        """value -> member name of a (32-bit) enum; {} when the kernel lacks it."""
+        tid = self._by_name.get((ENUM, enum_name))
+        if not tid:
+            return {}
+        t = self._types[tid]
+        out: dict[int, str] = {}
+        for i in range(t.vlen):
+            name_off, val = struct.unpack_from("<Ii", self._blob, t.data_off + 8 * i)
+            out.setdefault(val, self._str(name_off))
+        return out
+
     def has_func(self, name: str) -> bool:
         """True when the kernel exposes `name` as a BTF FUNC: the condition for fentry."""
         return (FUNC, name) in self._by_name

@@ -130,6 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="interface slots in the BPF maps (default 64)",
     )
     w.add_argument(
+        "--threshold-us",
+        type=_float("--threshold-us"),
+        default=None,
+        metavar="US",
+        help="report every packet whose enqueue -> receive latency exceeds US microseconds "
+        "(stack, CPUs, flow, queue depth, receive context, diagnosis)",
+    )
+    w.add_argument(
+        "--max-events-per-sec",
+        type=_int("--max-events-per-sec"),
+        default=100,
+        help="slow-packet events reported per second at most; the rest are counted (default 100)",
+    )
+    w.add_argument(
         "--debug", action="store_true", help="add the seed tool's per-stage debug counters"
     )
 
@@ -194,6 +208,8 @@ def _watch(args) -> int:
             max_flows=args.max_flows,
             max_ifaces=args.max_ifaces,
             debug=args.debug,
+            threshold_us=args.threshold_us,
+            max_events_per_sec=args.max_events_per_sec,
         )
     )
 

@@ -74,10 +74,11 @@ class Collector:
         self._changes += changes
         return changes
 
-    def _cumulative(self, iface: Interface) -> InterfaceStats:
+    def _cumulative(self, iface: Interface, drops: dict) -> InterfaceStats:
         counters, debug = self.program.read_counters(iface.slot)
         stages = {s: self.program.read_hist(iface.slot, i) for i, s in enumerate(STAGES)}
-        return InterfaceStats(iface, counters, stages, debug)
+        reasons = tuple(sorted(drops.get(iface.slot, {}).items()))
+        return InterfaceStats(iface, counters, stages, debug, drops=reasons)
 
     def _hops(self, maxima: dict) -> tuple[HopStats, ...]:
         cur = self.program.read_hops()
@@ -98,6 +99,7 @@ class Collector:
     def read(self) -> Snapshot:
         now = time.monotonic()
         maxima, hop_maxima = self.program.flip_epoch(list(self.interfaces))
+        drops = self.program.read_drops()
         stats = []
         for slot, iface in sorted(self.interfaces.items()):
             if self._gone.get(slot):  # reported its last figures already
@@ -105,7 +107,7 @@ class Collector:
                 continue
             if slot in self._gone:
                 self._gone[slot] = True
-            cur = self._cumulative(iface)
+            cur = self._cumulative(iface, drops)
             prev = self._prev.get(slot)
             self._prev[slot] = cur
             delta = cur - prev if prev else cur

@@ -40,6 +40,9 @@ class Counters:
     queue_depth_sum: int = 0
     queue_depth_samples: int = 0
     queue_depth_max: int = 0  # per interval; the maximum of maxima when merged
+    slow: int = 0  # S1 -> S2 above --threshold-us
+    events_suppressed: int = 0  # slow, but over --max-events-per-sec
+    dropped: int = 0  # enqueued, then freed before S2
 
     def __sub__(self, older: Counters) -> Counters:
         vals = {f.name: getattr(self, f.name) - getattr(older, f.name) for f in fields(self)}
@@ -57,6 +60,12 @@ class Counters:
         }
 
     @property
+    def in_flight(self) -> int:
+        """Enqueued but neither received nor dropped (yet): the reconciliation
+        enqueued = received + dropped + in flight."""
+        return self.enqueued - self.received - self.dropped
+
+    @property
     def queue_depth_avg(self) -> float | None:
         if not self.queue_depth_samples:
             return None
@@ -72,6 +81,13 @@ def _add_debug(a: tuple, b: tuple, sign: int = 1) -> tuple:
         tuple(x + sign * y for x, y in zip(ra, rb, strict=True))
         for ra, rb in zip(a, b, strict=True)
     )
+
+
+def _add_drops(a: tuple, b: tuple, sign: int = 1) -> tuple:
+    out = dict(a)
+    for reason, n in b:
+        out[reason] = out.get(reason, 0) + sign * n
+    return tuple(sorted((r, n) for r, n in out.items() if n))
 
 
 @dataclass(frozen=True)
@@ -100,6 +116,7 @@ class InterfaceStats:
     # debug[point][counter] for the seed's --debug view; () when not enabled
     debug: tuple[tuple[int, ...], ...] = ()
     gone: bool = False  # removed from the bridge or deleted: figures are its last
+    drops: tuple[tuple[str, int], ...] = ()  # (kernel drop reason, count)
 
     def __sub__(self, older: InterfaceStats) -> InterfaceStats:
         return InterfaceStats(
@@ -108,6 +125,7 @@ class InterfaceStats:
             {s: self.stages[s] - older.stages[s] for s in STAGES},
             _add_debug(self.debug, older.debug, -1),
             self.gone,
+            _add_drops(self.drops, older.drops, -1),
         )
 
     def __add__(self, other: InterfaceStats) -> InterfaceStats:
@@ -118,6 +136,7 @@ class InterfaceStats:
             {s: self.stages[s] + other.stages[s] for s in STAGES},
             _add_debug(self.debug, other.debug),
             other.gone,
+            _add_drops(self.drops, other.drops),
         )
 
 

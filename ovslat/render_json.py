@@ -46,6 +46,8 @@ def interface_json(st: InterfaceStats, queue_depth_source: str) -> dict:
         "bridge": i.bridge or None,
         "gone": st.gone,
         "counters": c.as_dict(),
+        "in_flight": c.in_flight,
+        "drops": dict(st.drops),
         "queue_depth": {
             "avg": None if c.queue_depth_avg is None else round(c.queue_depth_avg, 3),
             "max": c.queue_depth_max,

@@ -126,6 +126,25 @@ def table(snap: Snapshot, context: dict, uptime_s: float, last_live: dict | None
     return Group(*parts)
 
 
+def slow_packets(evs: list) -> Table:
+    t = Table(title="latest slow packets", expand=True, header_style="bold")
+    for col in ("#", "interface", "latency", "flow", "CPU", "queue", "context", "diagnosis"):
+        t.add_column(col, no_wrap=col not in ("diagnosis", "context"))
+    for ev in reversed(evs):
+        port = lambda p: "" if p is None else f":{p}"  # noqa: E731
+        t.add_row(
+            str(ev.number),
+            ev.interface,
+            _us(ev.latency_ns),
+            f"{ev.protocol} {ev.src}{port(ev.sport)} → {ev.dst}{port(ev.dport)}",
+            f"{ev.enqueue_cpu}→{ev.receive_cpu}",
+            "-" if ev.queue_depth is None else str(ev.queue_depth),
+            ev.context,
+            ev.diagnosis.split(":")[0],
+        )
+    return t
+
+
 def print_summary(total: Snapshot, context: dict, console: Console | None = None) -> None:
     console = console or Console()
     console.print(Text(f"Whole run, {total.duration_s:.1f}s", style="bold"))
@@ -143,6 +162,7 @@ class LiveView:
         self._live = Live(console=self.console, auto_refresh=False, transient=False)
         self._saved_tty = None
         self._last_live: dict = {}
+        self._events: list = []  # latest slow packets, newest last
 
     def __enter__(self) -> LiveView:
         self._live.__enter__()
@@ -159,11 +179,17 @@ class LiveView:
             if ready and os.read(fd, 1) in (b"q", b"Q"):
                 self.stop_event.set()
 
+    def event(self, ev) -> None:
+        self._events = (self._events + [ev])[-5:]
+
     def update(self, snap: Snapshot, context: dict, uptime_s: float) -> None:
         for st in snap.interfaces:
             if not st.gone or st.counters.enqueued or st.counters.flow_lookup_failures:
                 self._last_live[st.iface.slot] = (st, snap.duration_s)
-        self._live.update(table(snap, context, uptime_s, self._last_live), refresh=True)
+        view = table(snap, context, uptime_s, self._last_live)
+        if self._events:
+            view = Group(*view.renderables[:-1], slow_packets(self._events), view.renderables[-1])
+        self._live.update(view, refresh=True)
 
     def __exit__(self, *exc) -> None:
         self._live.__exit__(*exc)

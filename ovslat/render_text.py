@@ -92,6 +92,9 @@ def interface_block(st: InterfaceStats, snap: Snapshot, s3: str | None) -> list[
         f"  Cross-CPU migrations:    {c.cross_cpu}",
         f"  Parse failures:          {c.parse_failures}",
         f"  Flow lookup failures:    {c.flow_lookup_failures}",
+        f"  Dropped before receive:  {c.dropped}"
+        + (f" ({', '.join(f'{r}: {n}' for r, n in st.drops)})" if st.drops else ""),
+        f"  In flight:               {c.in_flight}  (enqueued = received + dropped + in flight)",
         "",
         "Backlog Queue Statistics:",
         (
@@ -103,6 +106,12 @@ def interface_block(st: InterfaceStats, snap: Snapshot, s3: str | None) -> list[
         f"  Total enqueue operations: {c.enqueued}",
         RULE,
     ]
+    if c.slow or c.events_suppressed:
+        lines.insert(
+            -1,
+            f"  Slow packets:            {c.slow} "
+            f"({c.events_suppressed} events over the rate limit)",
+        )
     if st.debug:
         lines += debug_block(st, snap)
     return lines
@@ -147,6 +156,48 @@ def hops_block(snap: Snapshot) -> list[str]:
         ]
     lines.append(RULE)
     return lines
+
+
+def event(ev) -> str:
+    """The seed threshold tool's HIGH LATENCY EVENT record, plus context and diagnosis."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev.wall_s))
+    port = lambda p: "" if p is None else f":{p}"  # noqa: E731
+    lines = [
+        RULE,
+        f"HIGH LATENCY EVENT #{ev.number}",
+        RULE,
+        f"Timestamp: {stamp}.{int(ev.wall_s % 1 * 1e6):06d}",
+        f"Interface: {ev.interface}",
+        "",
+        f"Latency: {ev.latency_ns / 1e6:.3f} ms (threshold: {ev.threshold_ns / 1e6:.3f} ms)",
+        "",
+        "Flow Information:",
+        f"  Protocol: {ev.protocol}",
+        f"  Source: {ev.src}{port(ev.sport)}",
+        f"  Destination: {ev.dst}{port(ev.dport)}",
+        "",
+        "CPU Information:",
+        f"  Enqueue CPU: {ev.enqueue_cpu}",
+        f"  Receive CPU: {ev.receive_cpu}",
+    ]
+    if ev.cross_cpu:
+        lines.append("  ^^^ CROSS-CPU MIGRATION DETECTED ^^^")
+    depth = "not sampled" if ev.queue_depth is None else f"{ev.queue_depth} packets"
+    lines += [
+        "",
+        "Timing Information:",
+        f"  Enqueue timestamp: {ev.ts_enqueue_ns} ns",
+        f"  Receive timestamp: {ev.ts_receive_ns} ns",
+        f"  Queue depth: {depth}",
+        "",
+        f"Receive context: {ev.context}",
+        f"Diagnosis: {ev.diagnosis}",
+        "",
+        "Kernel Stack Trace:",
+    ]
+    lines += [f"  {frame}" for frame in ev.stack] or ["  (not captured)"]
+    lines.append(RULE)
+    return "\n".join(lines) + "\n"
 
 
 def render(snap: Snapshot, s3: str | None, summary: bool = False) -> str:

@@ -146,10 +146,11 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 if sport:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("0.0.0.0", sport))
+paced = sys.argv[5] == "1"
 payload = b"x" * 32
 for i in range(count):
     s.sendto(payload, (dst, port))
-    if i % 200 == 199:
+    if paced and i % 200 == 199:
         time.sleep(0.001)  # let a steered-to CPU drain its backlog: no drops
 """
 
@@ -192,14 +193,20 @@ def paced_udp(ns: Netns, dst: str, port: int, pps: float, duration_s: float) -> 
 
 
 def send_udp(
-    ns: Netns, dst: str, port: int, count: int, src_port: int | None = None, cpu: int | None = None
+    ns: Netns,
+    dst: str,
+    port: int,
+    count: int,
+    src_port: int | None = None,
+    cpu: int | None = None,
+    paced: bool = True,
 ) -> None:
     """Exactly `count` IPv4 UDP datagrams (32-byte payload) from `ns` to dst:port.
     With no listener the target answers ICMP port unreachable, which travels the
-    other way. cpu pins the sender, so RPS tests know where packets start."""
-    ns.run(
-        sys.executable, "-c", _UDP_SENDER, dst, str(port), str(count), str(src_port or 0), cpu=cpu
-    )
+    other way. cpu pins the sender, so RPS tests know where packets start.
+    paced=False sends back to back, to overflow a backlog on purpose."""
+    args = (dst, str(port), str(count), str(src_port or 0), "1" if paced else "0")
+    ns.run(sys.executable, "-c", _UDP_SENDER, *args, cpu=cpu)
 
 
 def send_tcp_syn(ns: Netns, dst: str, port: int, count: int) -> None:
@@ -209,10 +216,11 @@ def send_tcp_syn(ns: Netns, dst: str, port: int, count: int) -> None:
 
 
 def ping(ns: Netns, dst: str, count: int, interval: float = 0.01) -> int:
-    """`count` ICMP echo requests from ns to dst; returns the replies received.
-    The first one may be preceded by ARP, which is not IPv4."""
+    """Exactly `count` ICMP echo requests from ns to dst; returns the replies
+    received (waiting up to 5 s for late ones). The first one may be preceded
+    by ARP, which is not IPv4."""
     r = ns.run(
-        "ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", "1", dst, check=False
+        "ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", "5", dst, check=False
     )
     for line in r.stdout.splitlines():
         if "packets transmitted" in line:

@@ -3,6 +3,7 @@ until --duration, SIGINT or SIGTERM; then detach and print the whole run."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -10,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import render_json, render_text
+from . import events, render_json, render_text
 from .errors import UserError
 from .filters import Filters
 from .model import Snapshot
@@ -33,6 +34,8 @@ class WatchOptions:
     max_flows: int = 10240
     max_ifaces: int = 64
     debug: bool = False
+    threshold_us: float | None = None  # slow-packet events above this S1 -> S2 latency
+    max_events_per_sec: int = 100
 
 
 def validate(o: WatchOptions) -> None:
@@ -52,6 +55,12 @@ def validate(o: WatchOptions) -> None:
     if len(o.interfaces) > o.max_ifaces:
         raise UserError(
             f"{len(o.interfaces)} interfaces named but --max-ifaces is {o.max_ifaces}; raise it"
+        )
+    if o.threshold_us is not None and not 0 <= o.threshold_us <= 60e6:
+        raise UserError(f"--threshold-us must be between 0 and 60000000, got {o.threshold_us:g}")
+    if not 1 <= o.max_events_per_sec <= 100_000:
+        raise UserError(
+            f"--max-events-per-sec must be between 1 and 100000, got {o.max_events_per_sec}"
         )
     if o.fmt not in ("auto", "live", "text", "json"):
         raise UserError(f"unknown --format {o.fmt!r}: use live, text or json")
@@ -122,6 +131,14 @@ class _Output:
         else:
             self._live.update(snap, self.context, time.monotonic() - self._start)
 
+    def event(self, ev) -> None:
+        if self.fmt == "json":
+            _emit(self.out, json.dumps(events.as_dict(ev), separators=(",", ":")))
+        elif self.fmt == "text":
+            _emit(self.out, render_text.event(ev))
+        else:
+            self._live.event(ev)
+
     def summary(self, total: Snapshot) -> None:
         if self.fmt == "json":
             _emit(self.out, render_json.record(total, "summary", self.context))
@@ -177,6 +194,9 @@ def run(o: WatchOptions, out=None, err=None) -> int:
                 flush=True,
             )
             output = _Output(fmt, out, context, program.s3, stop.event)
+            if o.threshold_us is not None:
+                _threshold(o, program, collector, output)
+                context["threshold_us"] = o.threshold_us
             with output:
                 output.start(tuple(program.notes))
                 total = _loop(o, collector, output, stop, source)
@@ -189,8 +209,32 @@ def run(o: WatchOptions, out=None, err=None) -> int:
     return 0
 
 
-# How often a bridge's ports are checked for changes between reports.
+# How often a bridge's ports are checked for changes between reports, and
+# how often slow-packet events are read from the perf buffer.
 BRIDGE_POLL_S = 0.5
+EVENT_POLL_S = 0.1
+
+
+def _threshold(o, program, collector, output) -> None:
+    threshold_ns = int(o.threshold_us * 1000)
+    numbered = iter(range(1, 1 << 62))
+
+    def on_event(raw, stack):
+        # bpf_ktime_get_ns() is CLOCK_MONOTONIC: place the event on the wall clock
+        age_s = (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - raw.ts_receive_ns) / 1e9
+        iface = collector.interfaces.get(raw.slot)
+        output.event(
+            events.from_raw(
+                raw,
+                stack,
+                next(numbered),
+                time.time() - age_s,
+                iface.label if iface else f"slot {raw.slot}",
+                threshold_ns,
+            )
+        )
+
+    program.set_threshold(threshold_ns, o.max_events_per_sec, on_event)
 
 
 def _loop(o, collector, output: _Output, stop, source) -> Snapshot | None:
@@ -202,9 +246,13 @@ def _loop(o, collector, output: _Output, stop, source) -> Snapshot | None:
         wake = report if deadline is None else min(report, deadline)
         if source:
             wake = min(wake, time.monotonic() + BRIDGE_POLL_S)
+        if o.threshold_us is not None:
+            wake = min(wake, time.monotonic() + EVENT_POLL_S)
         stop.event.wait(max(0.0, wake - time.monotonic()))
         if source and source.refresh():
             collector.sync(source.interfaces())
+        if o.threshold_us is not None:
+            collector.program.poll_events()
         now = time.monotonic()
         ending = stop.event.is_set() or (deadline is not None and now >= deadline - 1e-3)
         if now >= report - 1e-3 or ending:

@@ -32,6 +32,7 @@ class Watch:
         )
         self.records: queue.Queue = queue.Queue()
         self.intervals: list[dict] = []
+        self.events: list[dict] = []
         self.summary: dict | None = None
         self.start: dict | None = None
         self.stderr = ""
@@ -60,6 +61,8 @@ class Watch:
                 )
             if rec["type"] == "interval":
                 self.intervals.append(rec)
+            if rec["type"] == "event":
+                self.events.append(rec)
             if rec["type"] == "summary":
                 self.summary = rec
             if want is None or rec["type"] == want:

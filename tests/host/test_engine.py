@@ -55,6 +55,9 @@ def exact(w: Watch, name: str, n: int) -> dict:
         "cross_cpu": 0,
         "parse_failures": 0,
         "flow_lookup_failures": 0,
+        "slow": 0,
+        "events_suppressed": 0,
+        "dropped": 0,
     }, i["counters"]
     assert i["stages"]["enqueue_to_receive"]["count"] == n
     assert i["stages"]["receive_to_ip"]["count"] == n

@@ -90,7 +90,11 @@ def test_json_schema():
         "cross_cpu": 1,
         "parse_failures": 0,
         "flow_lookup_failures": 2,
+        "slow": 0,
+        "events_suppressed": 0,
+        "dropped": 0,
     }
+    assert i["in_flight"] == 0 and i["drops"] == {}
     assert i["queue_depth"]["avg"] == 1.5 and i["queue_depth"]["max"] == 3
     e2r = i["stages"]["enqueue_to_receive"]
     assert e2r["count"] == 4 and sum(b["count"] for b in e2r["buckets"]) == 4
