@@ -207,6 +207,20 @@ static __always_inline u64 bucket_of(u64 ns)
 	return ((m - 1) << 2) | ((ns >> (m - 2)) & 3);
 }
 
+/* The bucket index is checked and used in one register: older verifiers
+ * (Linux 6.1) lose a bound that clang checked on a copy or across a spill. */
+static __always_inline void add_to_hist(struct hist *h, u64 ns)
+{
+	u64 b = bucket_of(ns);
+
+	asm volatile("" : "+r"(b));
+	if (!h || b >= NBUCKETS)
+		return;
+	asm volatile("" : "+r"(b));
+	h->buckets[b]++;
+	h->sum_ns += ns;
+}
+
 static __always_inline void update_max(u32 epoch, u32 slot, u32 metric, u64 v)
 {
 	u32 idx = (epoch & 1) * MAX_IFACES + slot;
@@ -220,12 +234,8 @@ static __always_inline void record(struct config *cfg, u32 slot, u32 stage, u64 
 {
 	u32 idx = slot * NSTAGES + stage;
 	struct hist *h = hists.lookup(&idx);
-	u64 b = bucket_of(ns);
 
-	if (h && b < NBUCKETS) {
-		h->buckets[b]++;
-		h->sum_ns += ns;
-	}
+	add_to_hist(h, ns);
 	update_max(cfg->epoch, slot, stage, ns);
 }
 
@@ -233,7 +243,7 @@ static __always_inline void record_hop(struct config *cfg, u32 from, u32 to, u32
 {
 	struct hop_key k = {.from = from, .to = to, .kind = kind};
 	struct hist *h = hop_hists.lookup(&k);
-	u64 b = bucket_of(ns), *m;
+	u64 *m;
 
 	if (!h) {
 		u32 z = 0;
@@ -243,10 +253,7 @@ static __always_inline void record_hop(struct config *cfg, u32 from, u32 to, u32
 		hop_hists.insert(&k, zero);
 		h = hop_hists.lookup(&k);
 	}
-	if (h && b < NBUCKETS) {
-		h->buckets[b]++;
-		h->sum_ns += ns;
-	}
+	add_to_hist(h, ns);
 	k.half = cfg->epoch & 1;
 	m = hop_maxima.lookup(&k);
 	if (!m) {
@@ -258,10 +265,35 @@ static __always_inline void record_hop(struct config *cfg, u32 from, u32 to, u32
 		*m = ns;
 }
 
+static __always_inline void slow_packet(void *ctx, struct config *cfg, struct counters *c,
+					struct slow_event *ev)
+{
+	u32 zero = 0;
+	struct budget *b = budgets.lookup(&zero);
+
+	c->slow++;
+	if (!b)
+		return;
+	if (ev->ts_receive_ns - b->window_ns >= 1000000000ULL) {
+		b->window_ns = ev->ts_receive_ns;
+		b->used = 0;
+	}
+	if (b->used >= cfg->events_per_cpu_s) {
+		c->events_suppressed++;
+		return;
+	}
+	b->used++;
+	ev->stack_id = stacks.get_stackid(ctx, 0);
+	ev->pid = bpf_get_current_pid_tgid();
+	bpf_get_current_comm(&ev->comm, sizeof(ev->comm));
+	/* never blocks: a full buffer drops the event (counted by user space) */
+	events.perf_submit(ctx, ev, sizeof(*ev));
+}
+
 /* S1 on `slot`: was this packet just received on another interface? Then
  * record the transit and inherit where its journey began. */
-static __always_inline void hop_arrive(struct config *cfg, struct pkt *p, u32 slot, u64 now,
-				       struct flow *f)
+static __always_inline void hop_arrive(void *ctx, struct config *cfg, struct counters *c,
+				       struct pkt *p, u32 slot, u64 now, struct flow *f)
 {
 	struct hop_mark *mark;
 
@@ -277,6 +309,23 @@ static __always_inline void hop_arrive(struct config *cfg, struct pkt *p, u32 sl
 		record_hop(cfg, mark->slot, slot, HOP_TRANSIT, now - mark->ts_receive_ns);
 		f->origin_ns = mark->origin_ns;
 		f->origin_slot = mark->origin_slot;
+		if ((cfg->flags & F_THRESHOLD) && cfg->threshold_stage == THRESHOLD_TRANSIT &&
+		    now - mark->ts_receive_ns > cfg->threshold_ns) {
+			struct slow_event ev = {
+			    .ts_enqueue_ns = mark->ts_receive_ns,
+			    .ts_receive_ns = now,
+			    .id = p->id,
+			    .sport = p->sport,
+			    .dport = p->dport,
+			    .slot = slot,
+			    .from_slot = mark->slot,
+			    .enqueue_cpu = mark->cpu,
+			    .receive_cpu = bpf_get_smp_processor_id(),
+			    .queue_depth = ~0U,
+			    .stage = THRESHOLD_TRANSIT,
+			};
+			slow_packet(ctx, cfg, c, &ev);
+		}
 	}
 	hop_marks.delete(&p->id);
 }
@@ -290,6 +339,7 @@ static __always_inline void hop_leave(struct config *cfg, struct pkt *p, u32 slo
 	    .origin_ns = origin_ns,
 	    .slot = slot,
 	    .origin_slot = origin_slot,
+	    .cpu = bpf_get_smp_processor_id(),
 	};
 
 	if (cfg->flags & F_HOPS)
@@ -327,7 +377,7 @@ static __always_inline void count_enqueue(struct config *cfg, struct counters *c
  * sampled rather than a wrong one. tentative:
  * the hook cannot tell yet whether the packet is enqueued at all. Returns the
  * interface slot, or -1 when the packet is not tracked. */
-static __always_inline s32 on_enqueue(void *skb, s32 target_cpu, u32 tentative)
+static __always_inline s32 on_enqueue(void *ctx, void *skb, s32 target_cpu, u32 tentative)
 {
 	struct iface_val *iv;
 	struct counters *c;
@@ -368,7 +418,7 @@ static __always_inline s32 on_enqueue(void *skb, s32 target_cpu, u32 tentative)
 	    .tentative = tentative,
 	    .queue_depth = ~0U,
 	};
-	hop_arrive(cfg, &p, slot, now, &f);
+	hop_arrive(ctx, cfg, c, &p, slot, now, &f);
 	if (target_cpu < 0 && (iv->flags & IFACE_NO_RPS))
 		target_cpu = cpu;
 	if (!tentative)
@@ -416,31 +466,6 @@ static __always_inline int is_synchronous(u64 skb)
 #endif
 
 /* S2 */
-static __always_inline void slow_packet(void *ctx, struct config *cfg, struct counters *c,
-					struct slow_event *ev)
-{
-	u32 zero = 0;
-	struct budget *b = budgets.lookup(&zero);
-
-	c->slow++;
-	if (!b)
-		return;
-	if (ev->ts_receive_ns - b->window_ns >= 1000000000ULL) {
-		b->window_ns = ev->ts_receive_ns;
-		b->used = 0;
-	}
-	if (b->used >= cfg->events_per_cpu_s) {
-		c->events_suppressed++;
-		return;
-	}
-	b->used++;
-	ev->stack_id = stacks.get_stackid(ctx, 0);
-	ev->pid = bpf_get_current_pid_tgid();
-	bpf_get_current_comm(&ev->comm, sizeof(ev->comm));
-	/* never blocks: a full buffer drops the event (counted by user space) */
-	events.perf_submit(ctx, ev, sizeof(*ev));
-}
-
 static __always_inline void on_receive(void *ctx, void *skb)
 {
 	struct last_receive *lr;
@@ -507,7 +532,8 @@ static __always_inline void on_receive(void *ctx, void *skb)
 	c->received++;
 	if (cpu != enqueue_cpu)
 		c->cross_cpu++;
-	if ((cfg->flags & F_THRESHOLD) && now - ts > cfg->threshold_ns) {
+	if ((cfg->flags & F_THRESHOLD) && cfg->threshold_stage == THRESHOLD_ENQUEUE_TO_RECEIVE &&
+	    now - ts > cfg->threshold_ns) {
 		struct slow_event ev = {
 		    .ts_enqueue_ns = ts,
 		    .ts_receive_ns = now,
@@ -609,7 +635,7 @@ RAW_TRACEPOINT_PROBE(kfree_skb)
 
 KFUNC_PROBE(enqueue_to_backlog, void *skb, int cpu)
 {
-	on_enqueue(skb, cpu, 0);
+	on_enqueue(ctx, skb, cpu, 0);
 	return 0;
 }
 
@@ -629,7 +655,7 @@ KFUNC_PROBE(ip_rcv, void *skb)
 
 int kprobe_enqueue(struct pt_regs *ctx, void *skb, int cpu)
 {
-	on_enqueue(skb, cpu, 0);
+	on_enqueue(ctx, skb, cpu, 0);
 	return 0;
 }
 
@@ -650,7 +676,7 @@ int kprobe_ip(struct pt_regs *ctx, void *skb)
 /* netif_rx_internal(): always followed by enqueue_to_backlog(). */
 RAW_TRACEPOINT_PROBE(netif_rx)
 {
-	on_enqueue((void *)ctx->args[0], -1, 0);
+	on_enqueue(ctx, (void *)ctx->args[0], -1, 0);
 	return 0;
 }
 
@@ -666,7 +692,7 @@ RAW_TRACEPOINT_PROBE(netif_receive_skb_entry)
 	d = pd->depth++;
 	if (d >= PENDING_DEPTH)
 		return 0;
-	slot = on_enqueue(skb, -1, 1);
+	slot = on_enqueue(ctx, skb, -1, 1);
 	d &= PENDING_DEPTH - 1;
 	pd->skb[d] = slot < 0 ? 0 : (u64)skb;
 	pd->slot[d] = slot < 0 ? 0 : slot;

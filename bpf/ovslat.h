@@ -77,7 +77,12 @@ struct config {
 	__u64 backlog_poll_fn;	/* address of process_backlog(), to spot backlog NAPI */
 	__u64 threshold_ns;	/* S1 -> S2 above this is a slow packet; 0: off */
 	__u32 events_per_cpu_s; /* slow-packet events sent per CPU per second */
-	__u32 pad;
+	__u32 threshold_stage;	/* THRESHOLD_* */
+};
+
+enum threshold_stage {
+	THRESHOLD_ENQUEUE_TO_RECEIVE = 0, /* S1 -> S2 on one interface */
+	THRESHOLD_TRANSIT = 1,		  /* S2 on one interface -> S1 on the next */
 };
 
 /* Per interface, per CPU; user space sums the CPUs. */
@@ -150,6 +155,8 @@ struct hop_mark {
 	__u64 origin_ns;
 	__u32 slot;
 	__u32 origin_slot;
+	__u32 cpu;
+	__u32 pad;
 };
 
 enum hop_kind {
@@ -177,6 +184,8 @@ struct slow_event {
 	__u32 queue_depth; /* ~0: not sampled */
 	__s32 stack_id;
 	__u32 pid;
+	__u32 stage;	 /* THRESHOLD_* */
+	__u32 from_slot; /* transit: the interface the packet came from */
 	char comm[16];
 };
 

@@ -22,6 +22,7 @@ from .model import DEBUG_COUNTERS, STAGES, Counters, Interface
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 SOURCE = BPF_DIR / "ovslat.bpf.c"
 NMAX = 3
+THRESHOLD_STAGES = ("enqueue_to_receive", "transit")  # enum threshold_stage
 MAX_HOPS = 256  # (from, to, kind) histograms; hops are found in traffic
 F_HOPS, F_THRESHOLD = 1 << 5, 1 << 6  # bpf/ovslat.h
 IFACE_NO_RPS = 1  # bpf/ovslat.h
@@ -38,15 +39,13 @@ S3_MEANING = {
 
 
 _TRACING_FRAMES = (
-    "bpf_prog_",
     "bpf_trace_run",
     "__bpf_trace_",
     "bpf_trampoline_",
     "__traceiter_",
-    "kprobe_",
-    "ftrace_",
-    "arch_ftrace",
-    "0x",
+    "kprobe_ftrace_handler",
+    "arch_ftrace_ops_list_func",
+    "ftrace_call",
 )
 
 
@@ -75,6 +74,8 @@ class _SlowEvent(ctypes.Structure):  # struct slow_event: bcc cannot derive nest
         ("queue_depth", ctypes.c_uint32),
         ("stack_id", ctypes.c_int32),
         ("pid", ctypes.c_uint32),
+        ("stage", ctypes.c_uint32),
+        ("from_slot", ctypes.c_uint32),
         ("comm", ctypes.c_char * 16),
     ]
 
@@ -82,6 +83,18 @@ class _SlowEvent(ctypes.Structure):  # struct slow_event: bcc cannot derive nest
 def _debug(c, point: int, counter: int) -> int:
     # struct counters keeps debug[point][counter] flattened (bpf/ovslat.h).
     return c.debug[point * NDBG + counter]
+
+
+def _sum_cpus(per_cpu) -> Histogram:
+    """One struct hist per CPU -> their sum (max is kept per interval elsewhere)."""
+    buckets = [0] * NBUCKETS
+    total = 0
+    for h in per_cpu:
+        for i, n in enumerate(h.buckets):
+            if n:
+                buckets[i] += n
+        total += h.sum_ns
+    return Histogram(tuple(buckets), total, 0)
 
 
 class BackendUnavailable(Exception):
@@ -228,11 +241,18 @@ class Program:
         self._config_values = dict(values)
         self._write_config()
 
-    def set_threshold(self, threshold_ns: int, events_per_s: int, on_event) -> None:
-        """Slow-packet events: S1 -> S2 above threshold_ns, at most events_per_s
-        (split over the CPUs), each handed to on_event(raw_event, stack)."""
+    def set_threshold(
+        self, threshold_ns: int, events_per_s: int, on_event, stage: str = "enqueue_to_receive"
+    ) -> None:
+        """Slow-packet events: `stage` (S1 -> S2, or the transit between two
+        interfaces) above threshold_ns, at most events_per_s (split over the
+        CPUs), each handed to on_event(raw_event, stack)."""
         per_cpu = max(1, -(-events_per_s // self.kernel.ncpus))
-        self._config_values.update(threshold_ns=threshold_ns, events_per_cpu_s=per_cpu)
+        self._config_values.update(
+            threshold_ns=threshold_ns,
+            events_per_cpu_s=per_cpu,
+            threshold_stage=THRESHOLD_STAGES.index(stage),
+        )
         self._threshold = True
         self._write_config()
         stacks = self.bpf["stacks"]
@@ -247,6 +267,10 @@ class Program:
                     BPF.ksym(a, show_offset=True).decode(errors="replace")
                     for a in stacks.walk(ev.stack_id)
                 ]
+                # start at the hooked kernel function, not in the tracing machinery
+                # (whose first frame, the BPF program, bcc may not even symbolize)
+                top = [i for i, f in enumerate(frames[:6]) if f.startswith(_TRACING_FRAMES)]
+                frames = frames[top[-1] + 1 :] if top else frames
             on_event(ev, frames)
 
         def lost(n):
@@ -334,29 +358,14 @@ class Program:
         return tuple(sum(_debug(c, p, 0) for c in per_cpu) for p in range(NPOINTS))
 
     def read_hist(self, slot: int, stage: int) -> Histogram:
-        per_cpu = self._hists.getvalue(self._hists.Key(slot * len(STAGES) + stage))
-        buckets = [0] * NBUCKETS
-        total = 0
-        for h in per_cpu:
-            for i, n in enumerate(h.buckets):
-                if n:
-                    buckets[i] += n
-            total += h.sum_ns
-        return Histogram(tuple(buckets), total, 0)
+        return _sum_cpus(self._hists.getvalue(self._hists.Key(slot * len(STAGES) + stage)))
 
     def read_hops(self) -> dict[tuple[int, int, int], Histogram]:
         """(from slot, to slot, kind) -> cumulative histogram."""
-        out = {}
-        for k, per_cpu in self.bpf["hop_hists"].items():
-            buckets = [0] * NBUCKETS
-            total = 0
-            for h in per_cpu:
-                for i, n in enumerate(h.buckets):
-                    if n:
-                        buckets[i] += n
-                total += h.sum_ns
-            out[(getattr(k, "from"), k.to, k.kind)] = Histogram(tuple(buckets), total, 0)
-        return out
+        return {
+            (getattr(k, "from"), k.to, k.kind): _sum_cpus(per_cpu)
+            for k, per_cpu in self.bpf["hop_hists"].items()
+        }
 
     def flip_epoch(self, slots: list[int]) -> tuple[dict, dict]:
         """Start a new interval for the maxima; return the last one's: per slot

@@ -138,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(stack, CPUs, flow, queue depth, receive context, diagnosis)",
     )
     w.add_argument(
+        "--threshold-stage",
+        default="enqueue_to_receive",
+        choices=("enqueue_to_receive", "transit"),
+        help="what --threshold-us applies to: S1 -> S2 on one interface (default), or the "
+        "transit from one measured interface to the next (e.g. through the OVS datapath)",
+    )
+    w.add_argument(
         "--max-events-per-sec",
         type=_int("--max-events-per-sec"),
         default=100,
@@ -209,6 +216,7 @@ def _watch(args) -> int:
             max_ifaces=args.max_ifaces,
             debug=args.debug,
             threshold_us=args.threshold_us,
+            threshold_stage=args.threshold_stage,
             max_events_per_sec=args.max_events_per_sec,
         )
     )

@@ -33,6 +33,8 @@ class SlowEvent:
     task: str
     pid: int
     stack: tuple[str, ...]
+    stage: str = "enqueue_to_receive"  # or "transit"
+    from_interface: str | None = None  # transit: where the packet came from
 
     @property
     def cross_cpu(self) -> bool:
@@ -52,7 +54,13 @@ def _ip(be32: int) -> str:
 
 
 def from_raw(
-    raw, stack: list[str], number: int, wall_s: float, interface: str, threshold_ns: int
+    raw,
+    stack: list[str],
+    number: int,
+    wall_s: float,
+    interface: str,
+    threshold_ns: int,
+    from_interface: str | None = None,
 ) -> SlowEvent:
     """From struct slow_event (bpf/ovslat.h) as bcc decodes it."""
     proto = raw.id.proto
@@ -76,6 +84,8 @@ def from_raw(
         task=raw.comm.decode(errors="replace"),
         pid=raw.pid,
         stack=tuple(stack),
+        stage=("enqueue_to_receive", "transit")[raw.stage],
+        from_interface=from_interface if raw.stage else None,
     )
 
 
@@ -100,6 +110,12 @@ def receive_context(stack: tuple[str, ...], task: str) -> str:
 def diagnose(ev: SlowEvent) -> str:
     """The seed's "Diagnosing High Latency" list, applied to this event's evidence."""
     us = ev.latency_ns / 1000
+    if ev.stage == "transit":
+        return (
+            f"slow transit: {us:.0f}us from S2 on {ev.from_interface} to S1 on "
+            f"{ev.interface} (the path between them, e.g. the OVS datapath: a flow miss "
+            "upcall to ovs-vswitchd, or the userspace datapath's threads); see the stack"
+        )
     if "ksoftirqd" in ev.context:
         return (
             f"ksoftirqd scheduling delay: CPU {ev.receive_cpu}'s backlog waited {us:.0f}us "
@@ -147,4 +163,6 @@ def as_dict(ev: SlowEvent) -> dict:
         "pid": ev.pid,
         "diagnosis": ev.diagnosis,
         "stack": list(ev.stack),
+        "stage": ev.stage,
+        "from_interface": ev.from_interface,
     }

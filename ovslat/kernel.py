@@ -48,7 +48,7 @@ def read_kallsyms(path: str = KALLSYMS) -> dict[str, int]:
     with open(path) as f:
         for line in f:
             parts = line.split()
-            if len(parts) >= 3 and parts[1] in "tT" and len(parts) == 3:
+            if len(parts) == 3 and parts[1] in ("t", "T"):
                 syms.setdefault(parts[2], int(parts[0], 16))
     return syms
 

@@ -68,7 +68,7 @@ def table(snap: Snapshot, context: dict, uptime_s: float, last_live: dict | None
         ("S2→S3 p50", "right"),
         ("p99", "right"),
         ("cross-CPU", "right"),
-        ("lookup fail", "right"),
+        ("dropped/lost", "right"),
         ("queue avg/max", "right"),
     ):
         t.add_column(col, justify=justify, no_wrap=True)
@@ -93,7 +93,11 @@ def table(snap: Snapshot, context: dict, uptime_s: float, last_live: dict | None
             _us(r2i.percentile_ns(0.5)),
             _us(r2i.percentile_ns(0.99)),
             cross,
-            Text(str(c.flow_lookup_failures), style="yellow" if c.flow_lookup_failures else ""),
+            # dropped before S2 (with a kernel reason) / S2 with no S1 record
+            Text(
+                f"{c.dropped}/{c.flow_lookup_failures}",
+                style="yellow" if c.dropped or c.flow_lookup_failures else "",
+            ),
             "-" if qavg is None else f"{qavg:.1f}/{c.queue_depth_max}",
         )
     parts = [header, t]

@@ -144,7 +144,8 @@ def _figures(h) -> str:
 def hops_block(snap: Snapshot) -> list[str]:
     lines = [
         RULE,
-        "Per-hop latency (one packet seen on two interfaces, matched by its headers)",
+        "Per-hop latency (one packet seen on two interfaces, matched by its headers;",
+        "not across NAT or encapsulation, which rewrite them)",
         RULE,
     ]
     for h in snap.hops:
@@ -168,6 +169,11 @@ def event(ev) -> str:
         RULE,
         f"Timestamp: {stamp}.{int(ev.wall_s % 1 * 1e6):06d}",
         f"Interface: {ev.interface}",
+        *(
+            [f"Stage: transit from {ev.from_interface} (S2 there -> S1 here)"]
+            if ev.stage == "transit"
+            else []
+        ),
         "",
         f"Latency: {ev.latency_ns / 1e6:.3f} ms (threshold: {ev.threshold_ns / 1e6:.3f} ms)",
         "",

@@ -54,6 +54,7 @@ class Netns:
 
     def __init__(self, label: str):
         self.name = f"ovt-{label}-{secrets.token_hex(3)}"
+        self.veths: list[str] = []  # root-side ends of veths into this namespace
 
     def __enter__(self) -> Netns:
         sh("ip", "netns", "add", self.name)
@@ -61,6 +62,10 @@ class Netns:
         return self
 
     def __exit__(self, *exc) -> None:
+        # Deleting a namespace destroys its devices later, from a workqueue;
+        # delete the veths now, so that their names are free when we return.
+        for name in self.veths:
+            sh("ip", "link", "del", name, check=False)
         sh("ip", "netns", "del", self.name, check=False)
 
     def argv(self, *argv: str, cpu: int | None = None) -> list[str]:
@@ -94,6 +99,7 @@ def veth(
     """A veth pair, one end here and one in `ns`, both up, IPv6 off. It goes
     away with the namespace (deleting one end deletes the pair)."""
     sh("ip", "link", "add", root_name, "type", "veth", "peer", "name", peer_name, "netns", ns.name)
+    ns.veths.append(root_name)
     _no_ipv6(root_name)
     _no_ipv6(peer_name, ns.name)
     if root_addr:
@@ -317,7 +323,8 @@ class OvsDaemons:
         self._bridges.clear()
         ctl = f"{self.dir}/ovs-vswitchd.ctl"
         if os.path.exists(ctl):
-            sh("ovs-appctl", "-t", ctl, "exit", check=False, timeout=10)
+            # --cleanup: the netdev datapath's taps (ovs-netdev) outlive a plain exit
+            sh("ovs-appctl", "-t", ctl, "exit", "--cleanup", check=False, timeout=10)
         for p in reversed(self._procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)

@@ -17,6 +17,11 @@ from .filters import Filters
 from .model import Snapshot
 
 MAX_HIST_BYTES = 1 << 30
+HOP_MATCHING = (
+    "packets are matched across interfaces by IPv4 headers OVS does not rewrite (addresses, "
+    "protocol, IP id, length, ports + TCP sequence or ICMP id + sequence): a hop across NAT or "
+    "encapsulation is not seen"
+)
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,8 @@ class WatchOptions:
     max_flows: int = 10240
     max_ifaces: int = 64
     debug: bool = False
-    threshold_us: float | None = None  # slow-packet events above this S1 -> S2 latency
+    threshold_us: float | None = None  # slow-packet events above this latency
+    threshold_stage: str = "enqueue_to_receive"  # or "transit" (between two interfaces)
     max_events_per_sec: int = 100
 
 
@@ -58,6 +64,12 @@ def validate(o: WatchOptions) -> None:
         )
     if o.threshold_us is not None and not 0 <= o.threshold_us <= 60e6:
         raise UserError(f"--threshold-us must be between 0 and 60000000, got {o.threshold_us:g}")
+    if (
+        o.threshold_stage == "transit"
+        and o.threshold_us is not None
+        and (len(o.interfaces) < 2 and not o.bridge)
+    ):
+        raise UserError("--threshold-stage transit needs two or more interfaces (or a BRIDGE)")
     if not 1 <= o.max_events_per_sec <= 100_000:
         raise UserError(
             f"--max-events-per-sec must be between 1 and 100000, got {o.max_events_per_sec}"
@@ -185,6 +197,7 @@ def run(o: WatchOptions, out=None, err=None) -> int:
                 "s3": program.s3,
                 "filters": o.filters.as_dict(),
                 "queue_depth_source": QUEUE_DEPTH_SOURCE[program.backend],
+                "hop_matching": HOP_MATCHING,
             }
             print(
                 f"ovslat: measuring {len(interfaces)} interface(s) "
@@ -222,19 +235,25 @@ def _threshold(o, program, collector, output) -> None:
     def on_event(raw, stack):
         # bpf_ktime_get_ns() is CLOCK_MONOTONIC: place the event on the wall clock
         age_s = (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - raw.ts_receive_ns) / 1e9
-        iface = collector.interfaces.get(raw.slot)
+
+        def label(slot):
+            iface = collector.interfaces.get(slot)
+            return iface.label if iface else f"slot {slot}"
+
+        wall_s = time.time() - age_s
         output.event(
             events.from_raw(
                 raw,
                 stack,
                 next(numbered),
-                time.time() - age_s,
-                iface.label if iface else f"slot {raw.slot}",
+                wall_s,
+                label(raw.slot),
                 threshold_ns,
+                label(raw.from_slot),
             )
         )
 
-    program.set_threshold(threshold_ns, o.max_events_per_sec, on_event)
+    program.set_threshold(threshold_ns, o.max_events_per_sec, on_event, o.threshold_stage)
 
 
 def _loop(o, collector, output: _Output, stop, source) -> Snapshot | None:

@@ -92,7 +92,7 @@ def test_live_table_in_a_terminal():
     final = screens[-1]
     assert "EXIT=0" in final, final
     assert "ovslat backend tracepoint" in final
-    for column in ("interface", "pps", "S1→S2 p50", "cross-CPU", "queue avg/max"):
+    for column in ("interface", "pps", "S1→S2 p50", "cross-CPU", "dropped/lost", "queue avg/max"):
         assert column in final
     rows = [line for line in final.splitlines() if "ovsdemo-" in line]
     assert any("ovsdemo-up0" in r for r in rows) and any("ovsdemo-br" in r for r in rows)

@@ -72,3 +72,46 @@ def test_one_interface_has_no_hops():
             w.wait_for(lambda w: w.totals("ovt-ho0").get("ip_rcv", 0) >= 10)
             summary = w.stop()
     assert summary["hops"] == []
+
+
+def test_slow_transit_events():
+    """--threshold-stage transit: an event per packet whose uplink -> bridge
+    transit exceeds the threshold (0: all), its stack at S1 on the bridge
+    port showing how the userspace datapath delivered it."""
+    with testbed.OvsDaemons("netdev") as ovs, testbed.Netns("h") as nh:
+        ovs.add_bridge(BR)
+        testbed.veth(UP, nh, "ovt-hu1", None, "198.18.64.2")
+        ovs.add_port(BR, UP)
+        testbed.address_port(BR, "198.18.64.1")
+        assert testbed.ping(nh, "198.18.64.1", 3) == 3
+        with Watch(
+            [
+                "-i",
+                UP,
+                "-i",
+                BR,
+                "--protocol",
+                "icmp",
+                "--threshold-us",
+                "0",
+                "--threshold-stage",
+                "transit",
+                "--max-events-per-sec",
+                "1000",
+            ]
+        ) as w:
+            testbed.ping(nh, "198.18.64.1", 20)
+            w.wait_for(lambda w: len(w.events) >= 20)
+            summary = w.stop()
+    assert len(w.events) == 20
+    assert interface(summary, BR)["counters"]["slow"] == 20
+    assert interface(summary, UP)["counters"]["slow"] == 0
+    for ev in w.events:
+        assert (ev["stage"], ev["from_interface"], ev["interface"]) == ("transit", UP, BR)
+        fns = [f.split("+")[0] for f in ev["stack"]]
+        # ovs-vswitchd wrote the packet into the bridge's tap
+        assert fns[:2] == ["netif_receive_skb", "tun_get_user"], ev["stack"]
+        assert ev["context"] == "process context (ovs-vswitchd)"
+        assert (
+            ev["diagnosis"].startswith("slow transit: ") and f"from S2 on {UP}" in ev["diagnosis"]
+        )

@@ -34,7 +34,7 @@ def test_rows_header_and_values():
     cells = [c.strip() for c in row.strip("│ ").split("│")]
     # 4 packets in 2 s; 1 of 4 received on another CPU; queue 6/4 = 1.5, max 3
     assert cells[:2] == ["veth0", "2"]
-    assert cells[7:] == ["25%", "2", "1.5/3"]
+    assert cells[7:] == ["25%", "0/2", "1.5/3"]
     assert cells[4] == "9.0"  # exact max, us
 
 

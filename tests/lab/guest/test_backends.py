@@ -60,8 +60,24 @@ def test_ovs_kernel_datapath(attach):
         ovs.add_port("br-int", "ovt-up0")
         testbed.address_port("br-int", "198.18.31.1")
         assert testbed.ping(nd, "198.18.31.1", 3) == 3  # ARP, datapath flows
+        # every transit is an event: its stack at S1 on br-int is the datapath's path
         with Watch(
-            ["-i", "ovt-up0", "-i", "br-int", "--protocol", "icmp", "--attach", attach],
+            [
+                "-i",
+                "ovt-up0",
+                "-i",
+                "br-int",
+                "--protocol",
+                "icmp",
+                "--attach",
+                attach,
+                "--threshold-us",
+                "0",
+                "--threshold-stage",
+                "transit",
+                "--max-events-per-sec",
+                "1000",
+            ],
             timeout_s=300,
         ) as w:
             testbed.ping(nd, "198.18.31.1", 40)  # 40 requests; replies may be late under TCG
@@ -75,6 +91,11 @@ def test_ovs_kernel_datapath(attach):
     assert up["enqueued"] == up["received"] == 40
     assert up["ip_rcv"] == 0 and up["flow_lookup_failures"] == 0
     assert br["enqueued"] == br["received"] == 40 and br["flow_lookup_failures"] == 0
+    assert len(w.events) == 40
+    for ev in w.events:
+        assert (ev["from_interface"], ev["interface"]) == ("ovt-up0", "br-int")
+        fns = [f.split("+")[0] for f in ev["stack"]]
+        assert "ovs_dp_process_packet" in fns and "netdev_frame_hook" in fns, ev["stack"]
     (h,) = summary["hops"]
     assert (h["from"], h["to"]) == ("ovt-up0", "br-int")
     assert h["count"] == 40  # transit: the time in the OVS kernel datapath
