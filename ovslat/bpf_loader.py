@@ -38,15 +38,24 @@ S3_MEANING = {
 }
 
 
-_TRACING_FRAMES = (
-    "bpf_trace_run",
-    "__bpf_trace_",
-    "bpf_trampoline_",
-    "__traceiter_",
-    "kprobe_ftrace_handler",
-    "arch_ftrace_ops_list_func",
-    "ftrace_call",
+# Functions a stack starts at (the hooks and the tracepoints' callers): the
+# frames above them are the BPF program and its trampoline, which bcc often
+# cannot even symbolize.
+_HOOK_FRAMES = (
+    "enqueue_to_backlog",
+    "__netif_receive_skb",
+    "ip_rcv",
+    "netif_rx_internal",
+    "netif_receive_skb",
+    "__netif_receive_skb_core",
 )
+
+
+def _from_hook(frames: list[str]) -> list[str]:
+    for i, frame in enumerate(frames[:8]):
+        if frame.split("+")[0].split(".")[0] in _HOOK_FRAMES:
+            return frames[i:]
+    return frames
 
 
 class _PktId(ctypes.Structure):  # struct pkt_id, bpf/ovslat.h
@@ -267,10 +276,7 @@ class Program:
                     BPF.ksym(a, show_offset=True).decode(errors="replace")
                     for a in stacks.walk(ev.stack_id)
                 ]
-                # start at the hooked kernel function, not in the tracing machinery
-                # (whose first frame, the BPF program, bcc may not even symbolize)
-                top = [i for i, f in enumerate(frames[:6]) if f.startswith(_TRACING_FRAMES)]
-                frames = frames[top[-1] + 1 :] if top else frames
+                frames = _from_hook(frames)
             on_event(ev, frames)
 
         def lost(n):
