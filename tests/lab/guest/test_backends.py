@@ -59,7 +59,9 @@ def test_ovs_kernel_datapath(attach):
         testbed.veth("ovt-up0", nd, "ovt-up1", None, "198.18.31.2")
         ovs.add_port("br-int", "ovt-up0")
         testbed.address_port("br-int", "198.18.31.1")
-        assert testbed.ping(nd, "198.18.31.1", 3) == 3  # ARP, datapath flows
+        # ARP and datapath flows; under TCG a reply taking the upcall path can
+        # come after ping stops waiting, so only the requests are certain
+        testbed.ping(nd, "198.18.31.1", 3)
         # every transit is an event: its stack at S1 on br-int is the datapath's path
         with Watch(
             [
@@ -173,7 +175,7 @@ def test_watch_bridge_kernel_datapath():
         ovs.add_port("br-int", "ovt-ka0")
         ovs.add_port("br-int", "ovt-kb0")
         for ns in (na, nb):
-            assert testbed.ping(ns, "198.18.34.1", 2) == 2
+            testbed.ping(ns, "198.18.34.1", 2)  # ARP and flows; replies may be late
         with Watch(["br-int", "--db", ovs.db_sock, "--protocol", "icmp"], timeout_s=300) as w:
             assert w.start["backend"] == "fentry"
             # requests are what is measured: a reply late under TCG must not fail it
