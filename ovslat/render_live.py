@@ -47,6 +47,14 @@ def _filters(f: dict) -> str:
     return " ".join(parts + [f"protocol={f['protocol']}"])
 
 
+def _columns(names: tuple[str, ...]) -> Table:
+    """A table whose first column (the name) is left-aligned, the figures right."""
+    t = Table(expand=True, header_style="bold")
+    for i, name in enumerate(names):
+        t.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
+    return t
+
+
 def table(snap: Snapshot, context: dict, uptime_s: float, last_live: dict | None = None) -> Group:
     """last_live: slot -> (InterfaceStats, duration_s) of an interface's last
     interval before it went away, shown in place of its empty ones."""
@@ -58,20 +66,20 @@ def table(snap: Snapshot, context: dict, uptime_s: float, last_live: dict | None
         f"interval {snap.duration_s:.1f}s  uptime {uptime_s:.0f}s  ",
         ("probe cost " + (f"{cost:.0f} ns/pkt" if cost else "n/a (bpf_stats off)"), "dim"),
     )
-    t = Table(expand=True, header_style="bold")
-    for col, justify in (
-        ("interface", "left"),
-        ("pps", "right"),
-        ("S1→S2 p50", "right"),
-        ("p99", "right"),
-        ("max µs", "right"),
-        ("S2→S3 p50", "right"),
-        ("p99", "right"),
-        ("cross-CPU", "right"),
-        ("dropped/lost", "right"),
-        ("queue avg/max", "right"),
-    ):
-        t.add_column(col, justify=justify, no_wrap=True)
+    t = _columns(
+        (
+            "interface",
+            "pps",
+            "S1→S2 p50",
+            "p99",
+            "max µs",
+            "S2→S3 p50",
+            "p99",
+            "cross-CPU",
+            "dropped/lost",
+            "queue avg/max",
+        )
+    )
     for st in snap.interfaces:
         duration = snap.duration_s
         label = st.iface.label + (f" ({st.iface.role})" if st.iface.role else "")
@@ -102,17 +110,7 @@ def table(snap: Snapshot, context: dict, uptime_s: float, last_live: dict | None
         )
     parts = [header, t]
     if snap.hops:
-        ht = Table(expand=True, header_style="bold")
-        for col, justify in (
-            ("hop", "left"),
-            ("packets", "right"),
-            ("transit p50", "right"),
-            ("p99", "right"),
-            ("e2e p50", "right"),
-            ("p99", "right"),
-            ("e2e max µs", "right"),
-        ):
-            ht.add_column(col, justify=justify, no_wrap=True)
+        ht = _columns(("hop", "packets", "transit p50", "p99", "e2e p50", "p99", "e2e max µs"))
         for h in snap.hops:
             ht.add_row(
                 f"{h.src.label} → {h.dst.label}",

@@ -20,25 +20,33 @@ def root():
     testbed.require_root()
 
 
-def hop(summary, src, dst):
-    (h,) = (h for h in summary["hops"] if h["from"] == src and h["to"] == dst)
-    return h
-
-
-@pytest.mark.parametrize("rps", [True, False], ids=["rps", "no-rps"])
-def test_uplink_to_bridge_hop(rps):
+@pytest.fixture
+def client():
+    """A client namespace on a veth uplink UP of a netdev bridge BR whose
+    internal port holds 198.18.64.1; ARP and flows warmed up."""
     with testbed.OvsDaemons("netdev") as ovs, testbed.Netns("h") as nh:
         ovs.add_bridge(BR)
         testbed.veth(UP, nh, "ovt-hu1", None, "198.18.64.2")
         ovs.add_port(BR, UP)
         testbed.address_port(BR, "198.18.64.1")
         assert testbed.ping(nh, "198.18.64.1", 3) == 3
-        steer = testbed.rps(BR, "3") if rps else contextlib.nullcontext()
-        with steer, Watch(["-i", UP, "-i", BR, "--protocol", "icmp"]) as w:
-            assert testbed.ping(nh, "198.18.64.1", 40) == 40
-            done = "ip_rcv" if rps else "flow_lookup_failures"
-            w.wait_for(lambda w: w.totals(BR).get(done, 0) >= 40)
-            summary = w.stop()
+        yield nh
+
+
+def hop(summary, src, dst):
+    (h,) = (h for h in summary["hops"] if h["from"] == src and h["to"] == dst)
+    return h
+
+
+@pytest.mark.parametrize("rps", [True, False], ids=["rps", "no-rps"])
+def test_uplink_to_bridge_hop(client, rps):
+    nh = client
+    steer = testbed.rps(BR, "3") if rps else contextlib.nullcontext()
+    with steer, Watch(["-i", UP, "-i", BR, "--protocol", "icmp"]) as w:
+        assert testbed.ping(nh, "198.18.64.1", 40) == 40
+        done = "ip_rcv" if rps else "flow_lookup_failures"
+        w.wait_for(lambda w: w.totals(BR).get(done, 0) >= 40)
+        summary = w.stop()
     h = hop(summary, UP, BR)
     assert h["count"] == 40  # transit: S2 on the uplink -> S1 on the bridge port
     assert 0 < h["p50_us"] <= h["p99_us"] <= h["max_us"] < 1_000_000
@@ -74,35 +82,30 @@ def test_one_interface_has_no_hops():
     assert summary["hops"] == []
 
 
-def test_slow_transit_events():
+def test_slow_transit_events(client):
     """--threshold-stage transit: an event per packet whose uplink -> bridge
     transit exceeds the threshold (0: all), its stack at S1 on the bridge
     port showing how the userspace datapath delivered it."""
-    with testbed.OvsDaemons("netdev") as ovs, testbed.Netns("h") as nh:
-        ovs.add_bridge(BR)
-        testbed.veth(UP, nh, "ovt-hu1", None, "198.18.64.2")
-        ovs.add_port(BR, UP)
-        testbed.address_port(BR, "198.18.64.1")
-        assert testbed.ping(nh, "198.18.64.1", 3) == 3
-        with Watch(
-            [
-                "-i",
-                UP,
-                "-i",
-                BR,
-                "--protocol",
-                "icmp",
-                "--threshold-us",
-                "0",
-                "--threshold-stage",
-                "transit",
-                "--max-events-per-sec",
-                "1000",
-            ]
-        ) as w:
-            testbed.ping(nh, "198.18.64.1", 20)
-            w.wait_for(lambda w: len(w.events) >= 20)
-            summary = w.stop()
+    nh = client
+    with Watch(
+        [
+            "-i",
+            UP,
+            "-i",
+            BR,
+            "--protocol",
+            "icmp",
+            "--threshold-us",
+            "0",
+            "--threshold-stage",
+            "transit",
+            "--max-events-per-sec",
+            "1000",
+        ]
+    ) as w:
+        testbed.ping(nh, "198.18.64.1", 20)
+        w.wait_for(lambda w: len(w.events) >= 20)
+        summary = w.stop()
     assert len(w.events) == 20
     assert interface(summary, BR)["counters"]["slow"] == 20
     assert interface(summary, UP)["counters"]["slow"] == 0
