@@ -162,61 +162,112 @@ class _Output:
             print_summary(total, self.context)
 
 
+class Session:
+    """One attached measurement: the named interfaces plus a bridge's (followed
+    through OVSDB), one program, one collector. Used by watch, run and export."""
+
+    def __init__(self, o: WatchOptions):
+        validate(o)
+        require_root()
+        # Imported here: these need bcc / pyroute2, which --help and the
+        # validation above must not.
+        from .bpf_loader import EngineOptions, open_program
+        from .collector import QUEUE_DEPTH_SOURCE, Collector
+        from .kernel import KernelInfo
+        from .netlink import resolve_all
+
+        self.options = o
+        interfaces = resolve_all(o.interfaces)
+        self.source = None
+        if o.bridge:
+            from .discovery import BridgeSource, check_measurable
+
+            self.source = BridgeSource(o.bridge, o.db, set(o.only), set(o.exclude))
+            try:
+                check_measurable(self.source)
+            except BaseException:
+                self.source.close()
+                raise
+            named = {(i.netns_inode, i.ifindex) for i in interfaces}
+            interfaces += [
+                i for i in self.source.interfaces() if (i.netns_inode, i.ifindex) not in named
+            ]
+        try:
+            kernel = KernelInfo.probe()
+            _check_memory(o, kernel.ncpus)
+            self.program = open_program(
+                kernel, EngineOptions(o.backend, o.max_ifaces, o.max_flows, o.debug)
+            )
+        except BaseException:
+            if self.source:
+                self.source.close()
+            raise
+        try:
+            self.program.set_filters(o.filters.config_fields())
+            self.collector = Collector(self.program, interfaces)
+        except BaseException:
+            self.close()
+            raise
+        self.context = {
+            "backend": self.program.backend,
+            "s3": self.program.s3,
+            "filters": o.filters.as_dict(),
+            "queue_depth_source": QUEUE_DEPTH_SOURCE[self.program.backend],
+            "hop_matching": HOP_MATCHING,
+        }
+        if o.threshold_us is not None:
+            self.context["threshold_us"] = o.threshold_us
+
+    @property
+    def backend(self) -> str:
+        return self.program.backend
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return tuple(self.program.notes)
+
+    def describe(self) -> str:
+        live = self.collector.live()
+        return (
+            f"{len(live)} interface(s) ({', '.join(i.label for i in live)}) "
+            f"with the {self.program.backend} backend"
+        )
+
+    def follow(self) -> None:
+        """Apply OVSDB changes to the measured set (cheap when nothing changed)."""
+        if self.source and self.source.refresh():
+            self.collector.sync(self.source.interfaces())
+
+    def read(self) -> Snapshot:
+        return self.collector.read()
+
+    def close(self) -> None:
+        try:
+            self.program.close()
+        finally:
+            if self.source:
+                self.source.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def run(o: WatchOptions, out=None, err=None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    validate(o)
-    require_root()
-    # Imported here: these need bcc / pyroute2, which --help and the
-    # validation above must not.
-    from .bpf_loader import EngineOptions, open_program
-    from .collector import QUEUE_DEPTH_SOURCE, Collector
-    from .kernel import KernelInfo
-    from .netlink import resolve_all
-
-    interfaces = resolve_all(o.interfaces)
-    source = None
-    if o.bridge:
-        from .discovery import BridgeSource, check_measurable
-
-        source = BridgeSource(o.bridge, o.db, set(o.only), set(o.exclude))
-        check_measurable(source)
-        named = {(i.netns_inode, i.ifindex) for i in interfaces}
-        interfaces += [i for i in source.interfaces() if (i.netns_inode, i.ifindex) not in named]
-    kernel = KernelInfo.probe()
-    _check_memory(o, kernel.ncpus)
-    program = open_program(kernel, EngineOptions(o.backend, o.max_ifaces, o.max_flows, o.debug))
     fmt = o.fmt if o.fmt != "auto" else ("live" if out.isatty() else "text")
     total = None
-    with _Stop() as stop:
-        try:
-            program.set_filters(o.filters.config_fields())
-            collector = Collector(program, interfaces)
-            context = {
-                "backend": program.backend,
-                "s3": program.s3,
-                "filters": o.filters.as_dict(),
-                "queue_depth_source": QUEUE_DEPTH_SOURCE[program.backend],
-                "hop_matching": HOP_MATCHING,
-            }
-            print(
-                f"ovslat: measuring {len(interfaces)} interface(s) "
-                f"({', '.join(i.label for i in interfaces)}) with the {program.backend} backend; "
-                "Ctrl-C to stop",
-                file=err,
-                flush=True,
-            )
-            output = _Output(fmt, out, context, program.s3, stop.event)
-            if o.threshold_us is not None:
-                _threshold(o, program, collector, output)
-                context["threshold_us"] = o.threshold_us
-            with output:
-                output.start(tuple(program.notes))
-                total = _loop(o, collector, output, stop, source)
-        finally:
-            program.close()
-            if source:
-                source.close()
+    with _Stop() as stop, Session(o) as session:
+        print(f"ovslat: measuring {session.describe()}; Ctrl-C to stop", file=err, flush=True)
+        output = _Output(fmt, out, session.context, session.program.s3, stop.event)
+        if o.threshold_us is not None:
+            start_threshold(session, output.event)
+        with output:
+            output.start(session.notes)
+            total = loop(session, output, stop.event)
     if total is not None:
         output.summary(total)
     return 0
@@ -228,7 +279,9 @@ BRIDGE_POLL_S = 0.5
 EVENT_POLL_S = 0.1
 
 
-def _threshold(o, program, collector, output) -> None:
+def start_threshold(session: Session, emit) -> None:
+    """Slow-packet events from the kernel, numbered and placed on the wall clock, to emit()."""
+    o, collector = session.options, session.collector
     threshold_ns = int(o.threshold_us * 1000)
     numbered = iter(range(1, 1 << 62))
 
@@ -241,7 +294,7 @@ def _threshold(o, program, collector, output) -> None:
             return iface.label if iface else f"slot {slot}"
 
         wall_s = time.time() - age_s
-        output.event(
+        emit(
             events.from_raw(
                 raw,
                 stack,
@@ -253,29 +306,30 @@ def _threshold(o, program, collector, output) -> None:
             )
         )
 
-    program.set_threshold(threshold_ns, o.max_events_per_sec, on_event, o.threshold_stage)
+    session.program.set_threshold(threshold_ns, o.max_events_per_sec, on_event, o.threshold_stage)
 
 
-def _loop(o, collector, output: _Output, stop, source) -> Snapshot | None:
+def loop(session: Session, output, stop: threading.Event) -> Snapshot | None:
+    """Report every interval until --duration or stop; returns the whole run."""
+    o = session.options
     start = time.monotonic()
     deadline = None if o.duration_s is None else start + o.duration_s
     report = start + o.interval_s
     total = None
     while True:
         wake = report if deadline is None else min(report, deadline)
-        if source:
+        if session.source:
             wake = min(wake, time.monotonic() + BRIDGE_POLL_S)
         if o.threshold_us is not None:
             wake = min(wake, time.monotonic() + EVENT_POLL_S)
-        stop.event.wait(max(0.0, wake - time.monotonic()))
-        if source and source.refresh():
-            collector.sync(source.interfaces())
+        stop.wait(max(0.0, wake - time.monotonic()))
+        session.follow()
         if o.threshold_us is not None:
-            collector.program.poll_events()
+            session.program.poll_events()
         now = time.monotonic()
-        ending = stop.event.is_set() or (deadline is not None and now >= deadline - 1e-3)
+        ending = stop.is_set() or (deadline is not None and now >= deadline - 1e-3)
         if now >= report - 1e-3 or ending:
-            snap = collector.read()
+            snap = session.read()
             total = snap if total is None else total.merge(snap)
             output.interval(snap)
             report = now + o.interval_s
