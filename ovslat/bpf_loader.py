@@ -210,6 +210,16 @@ class Program:
                     b.cleanup()
         if failure is not None:
             detail = _last_line(err["text"])
+            if (
+                self.backend == "fentry"
+                and "Operation not permitted" in detail
+                and os.geteuid() == 0
+            ):
+                # bcc says "Need super-user privileges" for any EPERM; as root it is the kernel
+                raise BackendUnavailable(
+                    "the kernel refuses to attach fentry programs (EPERM as root: BPF "
+                    "trampolines disabled or locked down)"
+                )
             raise BackendUnavailable(failure + (f" ({detail})" if detail else ""))
         if self.backend == "tracepoint":
             self._load_netfilter(b)
@@ -432,6 +442,12 @@ class Program:
                     del events[key]
             self.bpf.cleanup()
             self.bpf = None
+
+
+def bcc_version() -> str:
+    import bcc
+
+    return getattr(bcc, "__version__", "unknown version")
 
 
 def open_program(kernel: KernelInfo, opts: EngineOptions) -> Program:

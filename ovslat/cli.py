@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import UserError
+from .errors import StepFailed, UserError
 from .filters import Filters
 from .kernel import BACKENDS
 
@@ -182,6 +182,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="packets per second the demo client sends (default 2000)",
     )
     d.add_argument("--attach", default="auto", choices=("auto",) + BACKENDS)
+
+    r = sub.add_parser(
+        "run",
+        help="run a scenario file: build, measure while the workload runs, assert, save",
+        description="Run a scenario (YAML): build its topology, run setup, attach, run the "
+        "workload while measuring, tear down, write a run directory (JSON lines, text report, "
+        "summary.md, SVG plots) and judge its assertions: exit 0 when all pass, 1 when not.",
+    )
+    r.add_argument("scenario", metavar="SCENARIO")
+    r.add_argument("--out", metavar="DIR", help="run directory (default runs/NAME-TIMESTAMP)")
+    r.add_argument(
+        "--attach", default=None, choices=BACKENDS, help="override the scenario's backend"
+    )
+
+    rp = sub.add_parser(
+        "report",
+        help="re-render a saved run directory (no root, no kernel needed)",
+    )
+    rp.add_argument("run_dir", metavar="RUN_DIR")
+
+    c = sub.add_parser(
+        "check",
+        help="validate a scenario, build it, attach and detach, without running the workload",
+    )
+    c.add_argument("scenario", metavar="SCENARIO")
+    c.add_argument("--attach", default=None, choices=BACKENDS)
+
+    doc = sub.add_parser(
+        "doctor",
+        help="check whether ovslat can measure here (privileges, kernel, BTF, backends, OVS, RPS)",
+        description="Check this host: privileges, kernel, BTF, bcc and headers, tracefs, which "
+        "backends load and attach (each is tried), OVSDB and a bridge's interfaces, RPS, and the "
+        "backlog sysctls and counters. One line per finding: OK, WARN or FAIL with the fix; "
+        "exit 1 when anything FAILs.",
+    )
+    doc.add_argument("bridge", nargs="?", metavar="BRIDGE")
+    _bridge_args(doc)
+
+    from . import exporter
+
+    e = sub.add_parser(
+        "export",
+        help="serve the measurements as Prometheus/OpenMetrics metrics",
+        description="Measure like watch, and serve the running totals on an HTTP endpoint "
+        "for Prometheus to scrape.",
+    )
+    exporter.add_arguments(e)
     return p
 
 
@@ -228,15 +275,63 @@ def _discover(args) -> int:
     return discover(args.bridge, args.db, args.format)
 
 
+def _run(args) -> int:
+    from .runner import run
+
+    return run(args.scenario, args.out, args.attach)
+
+
+def _check(args) -> int:
+    from .runner import check
+
+    return check(args.scenario, args.attach)
+
+
+def _report(args) -> int:
+    from . import rundir, scenario
+    from .render_live import print_run_result
+
+    saved = rundir.load(args.run_dir)
+    copy = saved.path / rundir.SCENARIO_COPY
+    checks = scenario.load(copy).checks if copy.exists() else ()
+    ok, outcomes = rundir.render(saved, checks)
+    print_run_result(saved, outcomes, ok, saved.run.get("file", str(copy)))
+    return 0 if ok else 1
+
+
+def _doctor(args) -> int:
+    from .doctor import doctor
+
+    return doctor(args.bridge, args.db)
+
+
+def _export(args) -> int:
+    from . import exporter
+
+    return exporter.command(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in argv
     try:
         args = build_parser().parse_args(argv)
-        return {"watch": _watch, "demo": _demo, "discover": _discover}[args.command](args)
+        return {
+            "watch": _watch,
+            "demo": _demo,
+            "discover": _discover,
+            "export": _export,
+            "doctor": _doctor,
+            "run": _run,
+            "check": _check,
+            "report": _report,
+        }[args.command](args)
     except UserError as e:
         print(f"ovslat: error: {e}", file=sys.stderr)
         return EXIT_USER
+    except StepFailed as e:
+        print(f"ovslat: {e}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # stdout closed by the reader (e.g. `| head`): not an error worth a traceback.
         sys.stderr.close()

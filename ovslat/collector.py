@@ -47,10 +47,12 @@ class Collector:
         self.program.set_hops(len(self.live()) >= 2)
         return iface
 
-    def remove(self, slot: int) -> None:
+    def remove(self, slot: int, note: str | None = None) -> None:
         """Stop measuring; the next read still collects what it counted so far."""
         self.program.remove_interface(self.interfaces[slot])
         self._gone[slot] = False
+        if note:
+            self._changes.append(note)
 
     def live(self) -> list[Interface]:
         return [i for s, i in self.interfaces.items() if s not in self._gone]

@@ -15,13 +15,9 @@ BRIDGE, UPLINK, PEER = "ovsdemo-br", "ovsdemo-up0", "ovsdemo-up1"
 BRIDGE_IP, CLIENT_IP = "198.18.40.1", "198.18.40.2"
 
 
-def _kernel_datapath() -> bool:
-    return testbed.sh("modprobe", "-q", "openvswitch", check=False).returncode == 0
-
-
 def demo(duration_s: float, interval_s: float, fmt: str, pps: float, attach: str) -> int:
     testbed.require_root()
-    datapath = "system" if _kernel_datapath() else "netdev"
+    datapath = "system" if testbed.kernel_datapath() else "netdev"
     with testbed.OvsDaemons(datapath) as ovs, testbed.Netns("demo") as client:
         ovs.add_bridge(BRIDGE)
         testbed.veth(UPLINK, client, PEER, None, CLIENT_IP)

@@ -166,3 +166,29 @@ def as_dict(ev: SlowEvent) -> dict:
         "stage": ev.stage,
         "from_interface": ev.from_interface,
     }
+
+
+def from_dict(d: dict) -> SlowEvent:
+    """An event as as_dict() wrote it (a saved run's JSON lines)."""
+    return SlowEvent(
+        number=d["number"],
+        wall_s=d["wall_s"],
+        interface=d["interface"],
+        latency_ns=d["ts_receive_ns"] - d["ts_enqueue_ns"],
+        threshold_ns=round(d["threshold_us"] * 1000),
+        protocol=d["protocol"],
+        src=d["src"],
+        dst=d["dst"],
+        sport=d["sport"],
+        dport=d["dport"],
+        enqueue_cpu=d["enqueue_cpu"],
+        receive_cpu=d["receive_cpu"],
+        ts_enqueue_ns=d["ts_enqueue_ns"],
+        ts_receive_ns=d["ts_receive_ns"],
+        queue_depth=d["queue_depth"],
+        task=d["task"],
+        pid=d["pid"],
+        stack=tuple(d["stack"]),
+        stage=d.get("stage", "enqueue_to_receive"),
+        from_interface=d.get("from_interface"),
+    )

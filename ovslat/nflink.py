@@ -22,6 +22,10 @@ NF_INET_PRE_ROUTING = 0
 # NF_IP_PRI_FIRST itself is reserved by the kernel for hooks that must be
 # first; one above it still runs before conntrack, iptables and nftables.
 PRIORITY_FIRST = -(2**31) + 1
+# BPF netfilter links may not share a priority (EBUSY): a second ovslat in the
+# same namespace takes the next one. Any of these still runs before the
+# first hook at a named priority (raw, -300).
+PRIORITY_TRIES = 64
 
 
 def _setns(fd: int) -> None:
@@ -31,7 +35,18 @@ def _setns(fd: int) -> None:
 
 
 def link_create(prog_fd: int, attach_type: int, netns_path: str | None = None) -> int:
-    """Returns the link fd; closing it detaches the program."""
+    """Returns the link fd; closing it detaches the program. Takes the first
+    free priority from PRIORITY_FIRST on (other tools may hold some)."""
+    for n in range(PRIORITY_TRIES):
+        try:
+            return _link_create(prog_fd, attach_type, netns_path, PRIORITY_FIRST + n)
+        except OSError as e:
+            if e.errno != errno.EBUSY or n == PRIORITY_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _link_create(prog_fd: int, attach_type: int, netns_path: str | None, priority: int) -> int:
     # union bpf_attr, BPF_LINK_CREATE: prog_fd, target_fd, attach_type, flags,
     # then netfilter { pf, hooknum, priority, flags }.
     attr = struct.pack(
@@ -42,7 +57,7 @@ def link_create(prog_fd: int, attach_type: int, netns_path: str | None = None) -
         0,
         NFPROTO_IPV4,
         NF_INET_PRE_ROUTING,
-        PRIORITY_FIRST,
+        priority,
         0,
     ) + bytes(32)
     buf = ctypes.create_string_buffer(attr, len(attr))

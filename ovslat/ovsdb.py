@@ -34,6 +34,10 @@ def _unreachable(remote: str, why: str) -> UserError:
 
 
 def _fetch_schema(remote: str, timeout_s: float) -> dict:
+    if not remote.startswith(("unix:", "tcp:", "ssl:")):
+        raise UserError(
+            f"--db {remote!r} is not an OVSDB remote: use unix:PATH, tcp:IP:PORT or ssl:IP:PORT"
+        )
     path = remote.removeprefix("unix:")
     if remote.startswith("unix:") and not os.path.exists(path):
         raise _unreachable(remote, "no such socket")

@@ -6,8 +6,18 @@ from __future__ import annotations
 import json
 import time
 
-from .histogram import RESOLUTION, Histogram, bucket_bounds
-from .model import DEBUG_COUNTERS, DEBUG_POINTS, STAGES, HopStats, InterfaceStats, Snapshot
+from .histogram import NBUCKETS, RESOLUTION, Histogram, bucket_bounds, bucket_of
+from .model import (
+    DEBUG_COUNTERS,
+    DEBUG_POINTS,
+    STAGES,
+    Counters,
+    HopStats,
+    Interface,
+    InterfaceStats,
+    ProbeCost,
+    Snapshot,
+)
 
 SCHEMA_VERSION = 1
 
@@ -105,3 +115,81 @@ def record(snap: Snapshot, kind: str, context: dict) -> str:
     if snap.notes:
         obj["notes"] = list(snap.notes)
     return json.dumps(obj, separators=(",", ":"))
+
+
+# ---- reading back (ovslat report) -------------------------------------------------
+
+
+def _hist(stage: dict) -> Histogram:
+    counts = [0] * NBUCKETS
+    for b in stage["buckets"]:
+        counts[bucket_of(b["low_ns"])] += b["count"]
+    max_us = stage.get("max_us")
+    return Histogram(tuple(counts), stage["sum_ns"], 0 if max_us is None else round(max_us * 1000))
+
+
+def _interface(obj: dict, slot: int) -> InterfaceStats:
+    q = obj["queue_depth"]
+    samples = q["samples"]
+    counters = Counters(
+        **obj["counters"],
+        queue_depth_sum=round((q["avg"] or 0) * samples),
+        queue_depth_samples=samples,
+        queue_depth_max=q["max"] or 0,
+    )
+    iface = Interface(
+        obj["name"],
+        obj["ifindex"],
+        obj["netns_inode"],
+        obj["netns"] or "",
+        slot,
+        None,
+        obj["role"] or "",
+        obj["bridge"] or "",
+    )
+    debug = ()
+    if "debug" in obj:
+        debug = tuple(
+            (0, *(obj["debug"][point].get(c, 0) for c in DEBUG_COUNTERS[1:]))
+            for point in DEBUG_POINTS
+        )
+    return InterfaceStats(
+        iface,
+        counters,
+        {s: _hist(obj["stages"][s]) for s in STAGES},
+        debug,
+        obj["gone"],
+        tuple(sorted(obj["drops"].items())),
+    )
+
+
+def parse_record(obj: dict) -> Snapshot:
+    """An "interval" or "summary" record back into the Snapshot it was written
+    from (histograms, counters, hops), so a saved run renders like a live one."""
+    duration = obj.get("interval_s", obj.get("duration_s", 0.0))
+    end = time.mktime(time.strptime(obj["time"][:19], "%Y-%m-%dT%H:%M:%S"))
+    end += int(obj["time"][20:23]) / 1000
+    stats = tuple(_interface(o, slot) for slot, o in enumerate(obj["interfaces"]))
+    by_label = {s.iface.label: s.iface for s in stats}
+    hops = []
+    for h in obj["hops"]:
+        src, dst = by_label.get(h["from"]), by_label.get(h["to"])
+        if src and dst:
+            hops.append(HopStats(src, dst, _hist(h), _hist(h["e2e"])))
+    probe = obj.get("probe", {})
+    cost = ProbeCost(
+        probe.get("run_time_ns", 0),
+        probe.get("run_cnt", 0),
+        sum(s.counters.enqueued for s in stats),  # as the collector counts them
+    )
+    entries = obj.get("probe_entries")
+    return Snapshot(
+        end - duration,
+        duration,
+        obj["backend"],
+        stats,
+        tuple(entries[p] for p in DEBUG_POINTS) if entries else (),
+        tuple(obj.get("notes", ())),
+        cost,
+        tuple(hops),
+    )

@@ -176,16 +176,44 @@ for _ in range(count):
 _PACED_SENDER = """
 import socket, sys, time
 dst, port, pps, duration = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+limit = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 start = time.monotonic()
 n = 0
-while time.monotonic() - start < duration:
+while time.monotonic() - start < duration and not (limit and n >= limit):
     s.sendto(b"x" * 64, (dst, port))
     n += 1
     ahead = n / pps - (time.monotonic() - start)
     if ahead > 0:
         time.sleep(ahead)
 """
+
+
+def udp_argv(
+    dst: str,
+    port: int,
+    count: int | None = None,
+    pps: float | None = None,
+    duration_s: float | None = None,
+    src_port: int | None = None,
+) -> list[str]:
+    """The command that sends exactly `count` datagrams (paced so a backlog is
+    not overrun), or a stream at `pps` for duration_s, or `count` at `pps`:
+    for scenario steps."""
+    if count is not None and pps is not None:
+        return [sys.executable, "-c", _PACED_SENDER, dst, str(port), str(pps), "1e9", str(count)]
+    if count is not None:
+        return [
+            sys.executable,
+            "-c",
+            _UDP_SENDER,
+            dst,
+            str(port),
+            str(count),
+            str(src_port or 0),
+            "1",
+        ]
+    return [sys.executable, "-c", _PACED_SENDER, dst, str(port), str(pps), str(duration_s)]
 
 
 def paced_udp(ns: Netns, dst: str, port: int, pps: float, duration_s: float) -> subprocess.Popen:
@@ -239,6 +267,11 @@ def ping(ns: Netns, dst: str, count: int, interval: float = 0.01) -> int:
 # ---- a private Open vSwitch ---------------------------------------------------
 
 
+def kernel_datapath() -> bool:
+    """Whether the openvswitch kernel module loads here (else: the netdev datapath)."""
+    return sh("modprobe", "-q", "openvswitch", check=False).returncode == 0
+
+
 class OvsDaemons:
     """ovsdb-server and ovs-vswitchd of our own, with a fresh database and
     private sockets, so tests and the demo never touch a system OVS.
@@ -271,13 +304,14 @@ class OvsDaemons:
             if self.datapath == "system":
                 sh("modprobe", "openvswitch")
             sh("ovsdb-tool", "create", f"{self.dir}/conf.db", OVS_SCHEMA)
-            self._start(
+            self._db_argv = (
                 "ovsdb-server",
                 f"{self.dir}/conf.db",
                 f"--remote=p{self.db_sock}",
                 f"--unixctl={self.dir}/ovsdb-server.ctl",
                 f"--log-file={self.dir}/ovsdb-server.log",
             )
+            self._start(*self._db_argv)
             wait_until(
                 lambda: self.vsctl("--no-wait", "init", check=False).returncode == 0,
                 what="ovsdb-server",
@@ -297,6 +331,21 @@ class OvsDaemons:
             self.__exit__()
             raise
         return self
+
+    def restart_db(self) -> None:
+        """Stop our ovsdb-server (by pid) and start it again on the same
+        database and socket, as an upgrade or a crash would: clients must
+        reconnect. ovs-vswitchd keeps running and reconnects too."""
+        server = self._procs[0]
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+        self._procs[0:1] = []
+        self._start(*self._db_argv)
+        self._procs.insert(0, self._procs.pop())
+        wait_until(
+            lambda: self.vsctl("--no-wait", "show", check=False).returncode == 0,
+            what="ovsdb-server after restart",
+        )
 
     def vsctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return sh(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -16,7 +17,7 @@ from .errors import UserError
 from .filters import Filters
 from .model import Snapshot
 
-MAX_HIST_BYTES = 1 << 30
+MAX_MAP_BYTES = 1 << 30  # pinned kernel memory ovslat allows itself at most
 HOP_MATCHING = (
     "packets are matched across interfaces by IPv4 headers OVS does not rewrite (addresses, "
     "protocol, IP id, length, ports + TCP sequence or ICMP id + sequence): a hop across NAT or "
@@ -42,6 +43,7 @@ class WatchOptions:
     threshold_us: float | None = None  # slow-packet events above this latency
     threshold_stage: str = "enqueue_to_receive"  # or "transit" (between two interfaces)
     max_events_per_sec: int = 100
+    report_intervals: bool = True  # text: False prints only events and the summary
 
 
 def validate(o: WatchOptions) -> None:
@@ -83,24 +85,55 @@ def require_root() -> None:
         raise UserError("ovslat loads BPF programs and needs root: run it with sudo")
 
 
+# Kernel memory per entry, with the hash table's own element overhead
+# (struct htab_elem + LRU node): flows (u64 -> struct flow) and hop_marks
+# (struct pkt_id -> struct hop_mark) are both sized by --max-flows.
+FLOW_ENTRY_BYTES = 104 + 96
+
+
+def map_bytes(o: WatchOptions, ncpus: int) -> int:
+    """An estimate of the BPF map memory the program will pin."""
+    hists = o.max_ifaces * 2 * (160 + 1) * 8 * ncpus
+    maxima = o.max_ifaces * 2 * 3 * 8 * ncpus
+    return hists + maxima + o.max_flows * FLOW_ENTRY_BYTES
+
+
+def _mem_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _check_memory(o: WatchOptions, ncpus: int) -> None:
-    per_cpu = o.max_ifaces * 2 * (160 + 1) * 8
-    if per_cpu * ncpus > MAX_HIST_BYTES:
+    """Kernel map memory is pinned and unswappable: never more than MAX_MAP_BYTES,
+    nor half of what the host has available."""
+    need = map_bytes(o, ncpus)
+    available = _mem_available()
+    limit = min(MAX_MAP_BYTES, available // 2) if available else MAX_MAP_BYTES
+    if need > limit:
         raise UserError(
-            f"--max-ifaces {o.max_ifaces} needs {per_cpu * ncpus >> 20} MiB of histograms on "
-            f"{ncpus} CPUs; lower --max-ifaces"
+            f"--max-flows {o.max_flows} and --max-ifaces {o.max_ifaces} need about "
+            f"{need >> 20} MiB of kernel memory for BPF maps on {ncpus} CPUs, more than "
+            f"ovslat allows itself here ({limit >> 20} MiB); lower them"
         )
 
 
 class _Stop:
-    """Set by SIGINT/SIGTERM; the loop wakes at once instead of finishing its sleep."""
+    """Set by SIGINT/SIGTERM/SIGHUP; the loop wakes at once instead of finishing its sleep."""
 
     def __init__(self):
         self.event = threading.Event()
         self._saved = {}
 
     def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP too: a closed terminal or ssh session ends the run cleanly,
+        # with its summary, rather than killing it mid-write.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._saved[sig] = signal.signal(sig, lambda *_: self.event.set())
         return self
 
@@ -114,6 +147,7 @@ class _Output:
 
     def __init__(self, fmt: str, out, context: dict, s3: str | None, stop: threading.Event):
         self.fmt, self.out, self.context, self.s3 = fmt, out, context, s3
+        self.report_intervals = True
         self._live = None
         self._start = time.monotonic()
         if fmt == "live":
@@ -139,7 +173,8 @@ class _Output:
         if self.fmt == "json":
             _emit(self.out, render_json.record(snap, "interval", self.context))
         elif self.fmt == "text":
-            _emit(self.out, render_text.render(snap, self.s3))
+            if self.report_intervals:
+                _emit(self.out, render_text.render(snap, self.s3))
         else:
             self._live.update(snap, self.context, time.monotonic() - self._start)
 
@@ -217,6 +252,7 @@ class Session:
         }
         if o.threshold_us is not None:
             self.context["threshold_us"] = o.threshold_us
+        self._next_check = 0.0
 
     @property
     def backend(self) -> str:
@@ -234,9 +270,16 @@ class Session:
         )
 
     def follow(self) -> None:
-        """Apply OVSDB changes to the measured set (cheap when nothing changed)."""
+        """Apply OVSDB changes to the measured set (cheap when nothing changed),
+        and notice named interfaces that were deleted."""
         if self.source and self.source.refresh():
             self.collector.sync(self.source.interfaces())
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + NAMED_CHECK_S
+            for i in self.collector.live():
+                if not i.bridge and not i.netns and _ifindex(i.name) != i.ifindex:
+                    self.collector.remove(i.slot, f"{i.label} deleted (or renamed)")
 
     def read(self) -> Snapshot:
         return self.collector.read()
@@ -263,6 +306,7 @@ def run(o: WatchOptions, out=None, err=None) -> int:
     with _Stop() as stop, Session(o) as session:
         print(f"ovslat: measuring {session.describe()}; Ctrl-C to stop", file=err, flush=True)
         output = _Output(fmt, out, session.context, session.program.s3, stop.event)
+        output.report_intervals = o.report_intervals
         if o.threshold_us is not None:
             start_threshold(session, output.event)
         with output:
@@ -273,10 +317,21 @@ def run(o: WatchOptions, out=None, err=None) -> int:
     return 0
 
 
-# How often a bridge's ports are checked for changes between reports, and
-# how often slow-packet events are read from the perf buffer.
+# How often a bridge's ports are checked for changes between reports, how
+# often named interfaces are checked for deletion, and how often slow-packet
+# events are read from the perf buffer.
 BRIDGE_POLL_S = 0.5
+NAMED_CHECK_S = 1.0
 EVENT_POLL_S = 0.1
+
+
+def _ifindex(name: str) -> int | None:
+    """The ifindex of `name` in ovslat's own network namespace (an ioctl on a
+    socket: right even where /sys shows another namespace), None when none."""
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return None
 
 
 def start_threshold(session: Session, emit) -> None:
@@ -318,8 +373,7 @@ def loop(session: Session, output, stop: threading.Event) -> Snapshot | None:
     total = None
     while True:
         wake = report if deadline is None else min(report, deadline)
-        if session.source:
-            wake = min(wake, time.monotonic() + BRIDGE_POLL_S)
+        wake = min(wake, time.monotonic() + (BRIDGE_POLL_S if session.source else NAMED_CHECK_S))
         if o.threshold_us is not None:
             wake = min(wake, time.monotonic() + EVENT_POLL_S)
         stop.wait(max(0.0, wake - time.monotonic()))

@@ -134,3 +134,31 @@ def run_ovslat(args: list[str], timeout_s: float = 60.0) -> subprocess.Completed
     return subprocess.run(
         OVSLAT + args, cwd=REPO, capture_output=True, text=True, timeout=timeout_s
     )
+
+
+# Names bcc gives ovslat's programs (bpf/ovslat.bpf.c), on every backend.
+OVSLAT_PROGRAMS = (
+    "napi_poll",
+    "kfree_skb",
+    "netif_rx",
+    "raw_tracepoint__netif_receive_skb",
+    "netfilter_ip_rcv",
+    "enqueue_to_backlog",
+    "__netif_receive_skb",
+    "ip_rcv",
+    "kprobe_enqueue",
+    "kprobe_receive",
+    "kprobe_ip",
+)
+
+
+def ovslat_prog_ids() -> set[int]:
+    """Ids of the loaded BPF programs that are ovslat's, by name."""
+    out = subprocess.run(
+        ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True
+    ).stdout
+    return {
+        p["id"]
+        for p in json.loads(out)
+        if any(p.get("name", "").startswith(n) for n in OVSLAT_PROGRAMS)
+    }

@@ -1,0 +1,27 @@
+"""The shipped demo scenario in the kernel lab: the OVS kernel datapath
+(datapath: auto picks it where the module loads) and the fentry backend."""
+
+from __future__ import annotations
+
+import json
+
+from tests.ovslat_proc import interface, run_ovslat
+
+
+def test_demo_scenario_kernel_datapath(tmp_path):
+    run_dir = tmp_path / "run"
+    r = run_ovslat(["run", "scenarios/demo.yaml", "--out", str(run_dir)], timeout_s=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    recs = [json.loads(x) for x in (run_dir / "measurements.jsonl").read_text().splitlines()]
+    start, summary = recs[1], recs[-2]
+    assert start["backend"] == "fentry"
+    # the kernel datapath: every packet exact on both interfaces, the uplink
+    # with no ip_rcv (OVS takes it in its rx_handler), the bridge port with all
+    up = interface(summary, "ovsscn-up0")["counters"]
+    br = interface(summary, "ovsscn-br")["counters"]
+    assert up["enqueued"] == up["received"] == 2000 and up["ip_rcv"] == 0, up
+    assert br["enqueued"] == br["received"] == br["ip_rcv"] == 2000, br
+    (hop,) = summary["hops"]
+    assert hop["e2e"]["count"] == 2000
+    assert json.loads((run_dir / "result.json").read_text())["passed"]
+    assert (run_dir / "distribution.svg").stat().st_size > 1000
