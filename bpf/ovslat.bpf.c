@@ -26,11 +26,19 @@ BPF_ARRAY(config, struct config, 1);
 BPF_PERCPU_ARRAY(counters, struct counters, MAX_IFACES + 1);
 BPF_PERCPU_ARRAY(hists, struct hist, MAX_IFACES *NSTAGES);
 BPF_PERCPU_ARRAY(maxima, struct maxima, 2 * MAX_IFACES);
-BPF_TABLE("lru_hash", u64, struct flow, flows, MAX_FLOWS);
+/* Packets between S1 and S2, by sk_buff address. A plain hash, not an LRU:
+ * an LRU update costs twice as much on every packet. Records whose S2 never
+ * comes (a packet lost without a kfree_skb) are expired by user space
+ * (Program.expire_flows); a full map refuses new records, and those packets
+ * count as flow lookup failures at S2, never as a wrong latency. */
+BPF_HASH(flows, u64, struct flow, MAX_FLOWS);
 BPF_PERCPU_ARRAY(last_rx, struct last_receive, 1);
 /* address of each CPU's softnet_data, learnt from its backlog NAPI polls */
 BPF_ARRAY(backlogs, u64, OVSLAT_NR_CPUS);
-BPF_TABLE("lru_hash", struct pkt_id, struct hop_mark, hop_marks, MAX_FLOWS);
+/* Marks left at S2 for S1 on the next interface: an array indexed by the
+ * header fingerprint costs a fraction of a hash map update on every packet.
+ * A mark overwritten by another packet before its own S1 loses that hop. */
+BPF_ARRAY(hop_marks, struct hop_entry, HOP_SLOTS);
 BPF_PERCPU_HASH(hop_hists, struct hop_key, struct hist, MAX_HOPS);
 BPF_PERF_OUTPUT(events);
 BPF_STACK_TRACE(stacks, 1024);
@@ -292,18 +300,41 @@ static __always_inline void slow_packet(void *ctx, struct config *cfg, struct co
 
 /* S1 on `slot`: was this packet just received on another interface? Then
  * record the transit and inherit where its journey began. */
+/* The fingerprint's low bits barely change from one packet of a flow to the
+ * next (only the IP id does): mix them all in (murmur3's finalizer) before
+ * taking a slot, or consecutive packets share a handful of slots. */
+static __always_inline u32 hop_slot(u32 h)
+{
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	h ^= h >> 16;
+	return h & (HOP_SLOTS - 1);
+}
+
+static __always_inline int same_packet(struct pkt_id *a, struct pkt_id *b)
+{
+	return a->saddr == b->saddr && a->daddr == b->daddr && a->l4 == b->l4 && a->seq == b->seq &&
+	       a->ip_id == b->ip_id && a->tot_len == b->tot_len && a->proto == b->proto;
+}
+
 static __always_inline void hop_arrive(void *ctx, struct config *cfg, struct counters *c,
 				       struct pkt *p, u32 slot, u64 now, struct flow *f)
 {
+	u32 idx = hop_slot(p->fingerprint);
+	struct hop_entry *e;
 	struct hop_mark *mark;
 
 	f->origin_ns = now;
 	f->origin_slot = slot;
 	if (!(cfg->flags & F_HOPS))
 		return;
-	mark = hop_marks.lookup(&p->id);
-	if (!mark)
+	e = hop_marks.lookup(&idx);
+	if (!e || !e->mark.ts_receive_ns || e->mark.fingerprint != p->fingerprint ||
+	    !same_packet(&e->id, &p->id))
 		return;
+	mark = &e->mark;
 	/* a mark older than a second is another packet with the same headers */
 	if (mark->slot != slot && now - mark->ts_receive_ns < 1000000000ULL) {
 		record_hop(cfg, mark->slot, slot, HOP_TRANSIT, now - mark->ts_receive_ns);
@@ -327,7 +358,7 @@ static __always_inline void hop_arrive(void *ctx, struct config *cfg, struct cou
 			slow_packet(ctx, cfg, c, &ev);
 		}
 	}
-	hop_marks.delete(&p->id);
+	mark->ts_receive_ns = 0; /* consumed */
 }
 
 /* S2 on `slot`: leave a mark for the next interface this packet reaches. */
@@ -340,10 +371,19 @@ static __always_inline void hop_leave(struct config *cfg, struct pkt *p, u32 slo
 	    .slot = slot,
 	    .origin_slot = origin_slot,
 	    .cpu = bpf_get_smp_processor_id(),
+	    .fingerprint = p->fingerprint,
 	};
 
-	if (cfg->flags & F_HOPS)
-		hop_marks.update(&p->id, &mark);
+	u32 idx = hop_slot(p->fingerprint);
+	struct hop_entry *e;
+
+	if (!(cfg->flags & F_HOPS))
+		return;
+	e = hop_marks.lookup(&idx);
+	if (!e)
+		return;
+	e->id = p->id;
+	e->mark = mark;
 }
 
 /* Packets in `cpu`'s backlog (input_pkt_queue) right now, or -1 if that

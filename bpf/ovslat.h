@@ -156,7 +156,15 @@ struct hop_mark {
 	__u32 slot;
 	__u32 origin_slot;
 	__u32 cpu;
-	__u32 pad;
+	__u32 fingerprint; /* the packet's again: rejects an entry torn by two CPUs */
+};
+
+/* One slot of the direct-mapped table of marks, indexed by the packet's
+ * header fingerprint; `id` tells whose mark it is. */
+#define HOP_SLOTS 16384
+struct hop_entry {
+	struct pkt_id id;
+	struct hop_mark mark;
 };
 
 enum hop_kind {

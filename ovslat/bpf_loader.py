@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from . import nflink
 from .btf import BtfError
 from .errors import UserError
 from .histogram import NBUCKETS, Histogram
-from .kernel import BACKENDS, HOOKS, KernelInfo, kprobes_supported
+from .kernel import BACKENDS, HOOKS, KernelInfo, kprobes_supported, online_cpus
 from .model import DEBUG_COUNTERS, STAGES, Counters, Interface
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
@@ -106,6 +108,11 @@ def _sum_cpus(per_cpu) -> Histogram:
     return Histogram(tuple(buckets), total, 0)
 
 
+# A packet waits in a backlog for microseconds to milliseconds; a record
+# this old belongs to a packet the kernel dropped without telling.
+FLOW_EXPIRY_S = 5.0
+
+
 class BackendUnavailable(Exception):
     pass
 
@@ -175,7 +182,10 @@ class Program:
         self._config_values: dict[str, int] = {}
         self._hops = False
         self._threshold = False
+        self._learning = True  # napi_poll attached, learning softnet_data
+        self.flow_expiry_s = FLOW_EXPIRY_S
         self._write_config()
+        self.prime_backlogs()
 
     # ---- loading -------------------------------------------------------
     def _compile_and_attach(self) -> BPF:
@@ -427,6 +437,48 @@ class Program:
         """(run_time_ns, run_cnt) summed over all of this program's functions."""
         costs = self.probe_cost_by_program().values()
         return sum(ns for ns, _ in costs), sum(cnt for _, cnt in costs)
+
+    def expire_flows(self, older_than_s: float | None = None) -> int:
+        """Delete S1 records older than older_than_s (their S2 never came: the
+        kernel lost the packet without a kfree_skb); returns how many."""
+        flows = self.bpf["flows"]
+        age_s = self.flow_expiry_s if older_than_s is None else older_than_s
+        cutoff = time.clock_gettime_ns(time.CLOCK_MONOTONIC) - int(age_s * 1e9)
+        stale = [k for k, f in flows.items() if f.ts_enqueue_ns < cutoff]
+        for k in stale:
+            with contextlib.suppress(KeyError):
+                del flows[k]
+        return len(stale)
+
+    def prime_backlogs(self) -> None:
+        """Make every online CPU poll its backlog once, so the learner knows
+        them all and can be detached: one datagram to the loopback discard
+        port from a thread pinned to each CPU (loopback transmits through
+        netif_rx into the sending CPU's backlog)."""
+        saved = os.sched_getaffinity(0)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                for cpu in sorted(online_cpus() & saved):
+                    os.sched_setaffinity(0, {cpu})
+                    s.sendto(b"ovslat", ("127.0.0.1", 9))
+        except OSError:
+            pass  # no loopback here: the learner keeps learning from real traffic
+        finally:
+            os.sched_setaffinity(0, saved)
+        deadline = time.monotonic() + 0.2
+        while not self.stop_learning_backlogs() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def stop_learning_backlogs(self) -> bool:
+        """Once every online CPU's softnet_data is known, detach the napi_poll
+        learner: it runs at every NAPI poll of the machine (~30 ns each) and
+        has nothing left to learn. True once detached."""
+        if self._learning:
+            known = {cpu.value for cpu, sd in self.bpf["backlogs"].items() if sd.value}
+            if online_cpus() <= known:
+                self.bpf.detach_raw_tracepoint(tp=b"napi_poll")
+                self._learning = False
+        return not self._learning
 
     def close(self) -> None:
         for fd in self._links.values():

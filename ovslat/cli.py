@@ -5,50 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import args as cli_args
+from .args import Parser, add_db, add_engine, add_filters, add_target, integer, number, seconds
 from .errors import StepFailed, UserError
-from .filters import Filters
 from .kernel import BACKENDS
 
 EXIT_USER = 2
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"{message} (see `{self.prog} --help`)")
-
-
-def _float(flag):
-    def conv(text):
-        try:
-            return float(text)
-        except ValueError:
-            raise UserError(f"{flag} {text!r} is not a number of seconds") from None
-
-    return conv
-
-
-def _int(flag):
-    def conv(text):
-        try:
-            return int(text)
-        except ValueError:
-            raise UserError(f"{flag} {text!r} is not an integer") from None
-
-    return conv
-
-
-def _bridge_args(p) -> None:
-    p.add_argument(
-        "--db",
-        default="unix:/var/run/openvswitch/db.sock",
-        help="OVSDB socket (default unix:/var/run/openvswitch/db.sock)",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="ovslat", description=__doc__)
+    p = Parser(prog="ovslat", description=__doc__)
     p.add_argument("--verbose", action="store_true", help="show tracebacks and bcc output")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     w = sub.add_parser(
         "watch",
@@ -56,51 +24,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure enqueue_to_backlog -> __netif_receive_skb -> ip_rcv latency "
         "on every named interface at once, with one BPF program.",
     )
-    w.add_argument(
-        "bridge",
-        nargs="?",
-        metavar="BRIDGE",
-        help="an OVS bridge: measure its uplinks, internal ports, VM ports and tunnel devices, "
+    add_target(
+        w,
+        "an OVS bridge: measure its uplinks, internal ports, VM ports and tunnel devices, "
         "following ports as they come and go",
     )
-    w.add_argument(
-        "-i",
-        "--interface",
-        action="append",
-        default=[],
-        metavar="IFACE[@NETNS]",
-        help="interface to measure (repeatable); IFACE@NETNS for a named netns",
-    )
-    _bridge_args(w)
-    w.add_argument(
-        "--only",
-        action="append",
-        default=[],
-        metavar="ROLE",
-        help="with BRIDGE: only these roles (uplink, internal, vm, tunnel); repeatable",
-    )
-    w.add_argument(
-        "--exclude",
-        action="append",
-        default=[],
-        metavar="IFACE",
-        help="with BRIDGE: leave this interface out; repeatable",
-    )
-    w.add_argument("--src-ip")
-    w.add_argument("--dst-ip")
-    w.add_argument("--src-port")
-    w.add_argument("--dst-port")
-    w.add_argument("--protocol", default="all", help="tcp, udp, icmp or all (default)")
+    add_filters(w)
     w.add_argument(
         "--interval",
-        type=_float("--interval"),
+        type=seconds("--interval"),
         default=1.0,
         metavar="S",
         help="seconds between reports (default 1)",
     )
     w.add_argument(
         "--duration",
-        type=_float("--duration"),
+        type=seconds("--duration"),
         default=None,
         metavar="S",
         help="stop after S seconds (default: until Ctrl-C)",
@@ -111,27 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "live", "text", "json"),
         help="auto (default): the live table on a terminal, else text",
     )
-    w.add_argument(
-        "--attach",
-        default="auto",
-        choices=("auto",) + BACKENDS,
-        help="attach backend (default auto: fentry, else kprobe, else tracepoint)",
-    )
-    w.add_argument(
-        "--max-flows",
-        type=_int("--max-flows"),
-        default=10240,
-        help="packets in flight tracked between S1 and S2 (LRU, default 10240)",
-    )
-    w.add_argument(
-        "--max-ifaces",
-        type=_int("--max-ifaces"),
-        default=64,
-        help="interface slots in the BPF maps (default 64)",
-    )
+    add_engine(w)
     w.add_argument(
         "--threshold-us",
-        type=_float("--threshold-us"),
+        type=seconds("--threshold-us"),
         default=None,
         metavar="US",
         help="report every packet whose enqueue -> receive latency exceeds US microseconds "
@@ -146,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument(
         "--max-events-per-sec",
-        type=_int("--max-events-per-sec"),
+        type=integer("--max-events-per-sec"),
         default=100,
         help="slow-packet events reported per second at most; the rest are counted (default 100)",
     )
@@ -159,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show a bridge's interfaces, their roles and what can be measured",
     )
     disc.add_argument("bridge", metavar="BRIDGE")
-    _bridge_args(disc)
+    add_db(disc)
     disc.add_argument("--format", default="table", choices=("table", "json"))
 
     d = sub.add_parser(
@@ -168,16 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--duration",
-        type=_float("--duration"),
+        type=seconds("--duration"),
         default=30.0,
         metavar="S",
         help="seconds to run (default 30)",
     )
-    d.add_argument("--interval", type=_float("--interval"), default=1.0, metavar="S")
+    d.add_argument("--interval", type=seconds("--interval"), default=1.0, metavar="S")
     d.add_argument("--format", default="auto", choices=("auto", "live", "text", "json"))
     d.add_argument(
         "--pps",
-        type=_float("--pps"),
+        type=number("--pps"),
         default=2000.0,
         help="packets per second the demo client sends (default 2000)",
     )
@@ -218,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         "exit 1 when anything FAILs.",
     )
     doc.add_argument("bridge", nargs="?", metavar="BRIDGE")
-    _bridge_args(doc)
+    add_db(doc)
 
     from . import exporter
 
@@ -241,26 +163,12 @@ def _demo(args) -> int:
 
 
 def _watch(args) -> int:
-    from .watch import WatchOptions, run
+    from .watch import run
 
-    filters = Filters.parse(args.src_ip, args.dst_ip, args.src_port, args.dst_port, args.protocol)
-    only = {r.strip() for v in args.only for r in v.split(",") if r.strip()}
-    if (only or args.exclude) and not args.bridge:
-        raise UserError("--only/--exclude need a BRIDGE to select from")
     return run(
-        WatchOptions(
-            interfaces=args.interface,
-            bridge=args.bridge,
-            db=args.db,
-            only=frozenset(only),
-            exclude=frozenset(args.exclude),
-            filters=filters,
-            interval_s=args.interval,
-            duration_s=args.duration,
+        cli_args.watch_options(
+            args,
             fmt=args.format,
-            backend=args.attach,
-            max_flows=args.max_flows,
-            max_ifaces=args.max_ifaces,
             debug=args.debug,
             threshold_us=args.threshold_us,
             threshold_stage=args.threshold_stage,

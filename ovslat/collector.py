@@ -100,6 +100,13 @@ class Collector:
 
     def read(self) -> Snapshot:
         now = time.monotonic()
+        self.program.stop_learning_backlogs()
+        expired = self.program.expire_flows()
+        if expired:
+            self._changes.append(
+                f"{expired} packet(s) enqueued over {self.program.flow_expiry_s:g}s ago were never "
+                "received nor dropped: their S1 records expired"
+            )
         maxima, hop_maxima = self.program.flip_epoch(list(self.interfaces))
         drops = self.program.read_drops()
         stats = []

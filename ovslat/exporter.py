@@ -24,10 +24,10 @@ from prometheus_client.metrics_core import InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from . import args as cli_args
+from .args import add_engine, add_filters, add_target, number, seconds
 from .errors import UserError
-from .filters import Filters
 from .histogram import NBUCKETS, Histogram, bucket_bounds
-from .kernel import BACKENDS
 from .model import STAGES, Interface, InterfaceStats, Snapshot
 
 DEFAULT_LISTEN = "127.0.0.1:9433"
@@ -323,57 +323,14 @@ def _gauge(name: str, doc: str, samples) -> Metric:
 # ---- the command -------------------------------------------------------------
 
 
-def _typed(flag: str, conv, what: str):
-    def parse(text):
-        try:
-            return conv(text)
-        except ValueError:
-            raise UserError(f"{flag} {text!r} is not {what}") from None
-
-    return parse
-
-
 def add_arguments(p) -> None:
-    p.add_argument(
-        "bridge",
-        nargs="?",
-        metavar="BRIDGE",
-        help="an OVS bridge: export its measurable interfaces, following ports as they come "
+    add_target(
+        p,
+        "an OVS bridge: export its measurable interfaces, following ports as they come "
         "and go (metrics of a removed port are dropped)",
     )
-    p.add_argument(
-        "-i",
-        "--interface",
-        action="append",
-        default=[],
-        metavar="IFACE[@NETNS]",
-        help="interface to measure (repeatable); IFACE@NETNS for a named netns",
-    )
-    p.add_argument(
-        "--db",
-        default="unix:/var/run/openvswitch/db.sock",
-        help="OVSDB socket (default unix:/var/run/openvswitch/db.sock)",
-    )
-    p.add_argument(
-        "--only",
-        action="append",
-        default=[],
-        metavar="ROLE",
-        help="with BRIDGE: only these roles (uplink, internal, vm, tunnel); repeatable",
-    )
-    p.add_argument(
-        "--exclude",
-        action="append",
-        default=[],
-        metavar="IFACE",
-        help="with BRIDGE: leave this interface out; repeatable",
-    )
-    p.add_argument("--src-ip")
-    p.add_argument("--dst-ip")
-    p.add_argument("--src-port")
-    p.add_argument("--dst-port")
-    p.add_argument("--protocol", default="all", help="tcp, udp, icmp or all (default)")
-    p.add_argument("--attach", default="auto", choices=("auto",) + BACKENDS)
+    add_filters(p)
+    add_engine(p)
     p.add_argument(
         "--listen",
         default=DEFAULT_LISTEN,
@@ -382,7 +339,7 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--interval",
-        type=_typed("--interval", float, "a number of seconds"),
+        type=seconds("--interval"),
         default=1.0,
         metavar="S",
         help="seconds between reads of the BPF maps (default 1); scrapes in between see "
@@ -390,30 +347,18 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--duration",
-        type=_typed("--duration", float, "a number of seconds"),
+        type=seconds("--duration"),
         default=None,
         metavar="S",
         help="stop after S seconds (default: until SIGINT/SIGTERM)",
     )
     p.add_argument(
         "--buckets-per-octave",
-        type=_typed("--buckets-per-octave", int, "1, 2 or 4"),
+        type=number("--buckets-per-octave", int, "1, 2 or 4"),
         default=1,
         metavar="N",
         help="histogram le bounds per power of two: 1 (default), 2 or 4 (every kernel bucket); "
         "each is one series per histogram",
-    )
-    p.add_argument(
-        "--max-ifaces",
-        type=_typed("--max-ifaces", int, "an integer"),
-        default=64,
-        help="interface slots in the BPF maps (default 64); bounds the series count",
-    )
-    p.add_argument(
-        "--max-flows",
-        type=_typed("--max-flows", int, "an integer"),
-        default=10240,
-        help="packets in flight tracked between S1 and S2 (LRU, default 10240)",
     )
 
 
@@ -428,23 +373,8 @@ def command(args) -> int:
     host, port = parse_listen(args.listen)
     if args.buckets_per_octave not in EDGES_PER_OCTAVE:
         raise UserError(f"--buckets-per-octave must be 1, 2 or 4, got {args.buckets_per_octave}")
-    only = {r.strip() for v in args.only for r in v.split(",") if r.strip()}
-    if (only or args.exclude) and not args.bridge:
-        raise UserError("--only/--exclude need a BRIDGE to select from")
-    filters = Filters.parse(args.src_ip, args.dst_ip, args.src_port, args.dst_port, args.protocol)
-    options = watch.WatchOptions(
-        interfaces=args.interface,
-        bridge=args.bridge,
-        db=args.db,
-        only=frozenset(only),
-        exclude=frozenset(args.exclude),
-        filters=filters,
-        interval_s=args.interval,
-        duration_s=args.duration,
-        backend=args.attach,
-        max_flows=args.max_flows,
-        max_ifaces=args.max_ifaces,
-    )
+    options = cli_args.watch_options(args)
+    filters = options.filters
     watch.validate(options)
     watch.require_root()
 

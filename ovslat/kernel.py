@@ -87,6 +87,17 @@ def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
     return highest + 1
 
 
+def online_cpus(path: str = "/sys/devices/system/cpu/online") -> set[int]:
+    """Online CPU ids ("0-3,6" -> {0, 1, 2, 3, 6})."""
+    with open(path) as f:
+        text = f.read().strip()
+    out: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
 def netns_inode(path: str = "/proc/self/ns/net") -> int:
     return os.stat(path).st_ino
 

@@ -104,6 +104,7 @@ def record(snap: Snapshot, kind: str, context: dict) -> str:
         "probe": {
             "run_time_ns": snap.cost.run_time_ns,
             "run_cnt": snap.cost.run_cnt,
+            "packets": snap.cost.packets,
             "ns_per_packet": None
             if snap.cost.ns_per_packet is None
             else round(snap.cost.ns_per_packet, 1),
@@ -180,7 +181,7 @@ def parse_record(obj: dict) -> Snapshot:
     cost = ProbeCost(
         probe.get("run_time_ns", 0),
         probe.get("run_cnt", 0),
-        sum(s.counters.enqueued for s in stats),  # as the collector counts them
+        probe.get("packets", sum(s.counters.enqueued for s in stats)),
     )
     entries = obj.get("probe_entries")
     return Snapshot(

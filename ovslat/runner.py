@@ -167,10 +167,10 @@ class _Steps:
         self.log.write(f"--- {step.name}: {status}\n")
         self.log.flush()
 
-    def run(self, steps: tuple[Step, ...]) -> bool:
+    def run(self, steps: tuple[Step, ...], hold_background: bool = False) -> bool:
         """Foreground steps one after another; background ones beside them,
-        ended once the foreground ones are done (with none, when the run
-        ends: abort). False at the first failure."""
+        ended once the foreground ones are done (with none, or with
+        hold_background, when the run ends: abort). False at the first failure."""
         background = []
         ok = True
         foreground = any(not s.background for s in steps)
@@ -193,7 +193,7 @@ class _Steps:
                 status = proc.returncode
             self._record(step, status, t0)
             ok = status in (0, "stopped")
-        if background and not foreground:
+        if background and (hold_background or not foreground):
             self.abort.wait()
         for step, proc, t0 in background:
             status = proc.poll()
@@ -324,10 +324,12 @@ def run(path: str, out: str | None = None, backend: str | None = None, console_o
         workload = _Steps(sc, hosts, log, env)
 
         def drive():
-            workload.run(sc.workload)
-            if not workload.abort.is_set():
+            # With duration_s the run lasts that long, background steps too;
+            # without, it ends with the workload's last foreground step.
+            workload.run(sc.workload, hold_background=sc.duration_s is not None)
+            if sc.duration_s is None and not workload.abort.is_set():
                 workload.abort.wait(DRAIN_S)
-                stop.set()  # the workload is over: so is the measurement
+                stop.set()
 
         worker = threading.Thread(target=drive, name="workload", daemon=True)
         worker.start()

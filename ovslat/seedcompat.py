@@ -14,28 +14,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .args import Parser, add_filters, integer, number, seconds
+from .args import filters as args_filters
 from .errors import UserError
 
 EXIT_USER = 2
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"{message} (see `{self.prog} --help`)")
-
-
-def _number(flag: str, conv=float):
-    def parse(text):
-        try:
-            return conv(text)
-        except ValueError:
-            raise UserError(f"{flag} {text!r} is not a number") from None
-
-    return parse
-
-
 def _parser(prog: str, threshold: bool) -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog=prog,
         description=(
             "Report packets whose enqueue_to_backlog -> __netif_receive_skb latency exceeds "
@@ -48,38 +35,31 @@ def _parser(prog: str, threshold: bool) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--interface", required=True, help="interface to measure (IFACE or IFACE@NETNS)")
-    p.add_argument("--src-ip")
-    p.add_argument("--dst-ip")
-    p.add_argument("--src-port")
-    p.add_argument("--dst-port")
-    p.add_argument("--protocol", default="all", help="tcp, udp, icmp or all (default)")
+    add_filters(p)
     p.add_argument(
-        "--interval", type=_number("--interval"), default=1.0, help="seconds (default 1)"
+        "--interval", type=seconds("--interval"), default=1.0, help="seconds (default 1)"
     )
     p.add_argument("--debug", action="store_true", help="per-stage debug counters")
     p.add_argument("--attach", default="auto", help="auto (default), fentry, kprobe, tracepoint")
     if threshold:
         p.add_argument(
             "--threshold-us",
-            type=_number("--threshold-us"),
+            type=number("--threshold-us"),
             required=True,
             help="report packets slower than this (microseconds)",
         )
-        p.add_argument(
-            "--max-events-per-sec", type=_number("--max-events-per-sec", int), default=100
-        )
-    p.add_argument("--duration", type=_number("--duration"), default=None, help=argparse.SUPPRESS)
+        p.add_argument("--max-events-per-sec", type=integer("--max-events-per-sec"), default=100)
+    p.add_argument("--duration", type=seconds("--duration"), default=None, help=argparse.SUPPRESS)
     return p
 
 
 def _main(prog: str, threshold: bool, argv: list[str] | None) -> int:
-    from .filters import Filters
     from .watch import WatchOptions, run
 
     argv = sys.argv[1:] if argv is None else argv
     try:
         a = _parser(prog, threshold).parse_args(argv)
-        filters = Filters.parse(a.src_ip, a.dst_ip, a.src_port, a.dst_port, a.protocol)
+        filters = args_filters(a)
         return run(
             WatchOptions(
                 interfaces=[a.interface],

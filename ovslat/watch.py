@@ -85,17 +85,17 @@ def require_root() -> None:
         raise UserError("ovslat loads BPF programs and needs root: run it with sudo")
 
 
-# Kernel memory per entry, with the hash table's own element overhead
-# (struct htab_elem + LRU node): flows (u64 -> struct flow) and hop_marks
-# (struct pkt_id -> struct hop_mark) are both sized by --max-flows.
-FLOW_ENTRY_BYTES = 104 + 96
+# Kernel memory per flow record, with the hash table's element overhead
+# (struct htab_elem): flows (u64 -> struct flow) is sized by --max-flows.
+FLOW_ENTRY_BYTES = 104
+HOP_TABLE_BYTES = 16384 * 56  # HOP_SLOTS x struct hop_entry, bpf/ovslat.h
 
 
 def map_bytes(o: WatchOptions, ncpus: int) -> int:
     """An estimate of the BPF map memory the program will pin."""
     hists = o.max_ifaces * 2 * (160 + 1) * 8 * ncpus
     maxima = o.max_ifaces * 2 * 3 * 8 * ncpus
-    return hists + maxima + o.max_flows * FLOW_ENTRY_BYTES
+    return hists + maxima + o.max_flows * FLOW_ENTRY_BYTES + HOP_TABLE_BYTES
 
 
 def _mem_available() -> int | None:

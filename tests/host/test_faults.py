@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -147,3 +148,23 @@ def test_two_ovslat_at_once(two_hosts):
     for s in summaries:
         c = interface(s, "ovt-fa0")["counters"]
         assert c["enqueued"] == c["received"] == c["ip_rcv"] == 100, c
+
+
+def test_records_of_lost_packets_expire(two_hosts):
+    """A packet the kernel loses without a kfree_skb leaves its S1 record in
+    the flow map; records older than the expiry are removed at the next read,
+    with a note, so lost packets never fill the map."""
+    from ovslat.watch import Session, WatchOptions
+
+    with Session(WatchOptions(interfaces=["ovt-fa0"])) as s:
+        flows = s.program.bpf["flows"]
+        stale = flows.Leaf()
+        stale.ts_enqueue_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC) - 60 * 10**9
+        fresh = flows.Leaf()
+        fresh.ts_enqueue_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        flows[flows.Key(0xDEAD0000)] = stale
+        flows[flows.Key(0xBEEF0000)] = fresh
+        snap = s.read()
+        keys = {k.value for k in flows.keys()}
+    assert 0xDEAD0000 not in keys and 0xBEEF0000 in keys
+    assert any("1 packet(s) enqueued over 5s ago" in n for n in snap.notes), snap.notes
