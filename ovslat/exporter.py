@@ -265,7 +265,7 @@ COUNTERS = (
     ("ip_rcv", "packets that reached ip_rcv (S3)"),
     ("cross_cpu", "packets received on another CPU than they were enqueued on"),
     ("parse_failures", "packets whose IPv4 header could not be read"),
-    ("flow_lookup_failures", "S2 without an S1: received synchronously, or evicted from the LRU"),
+    ("flow_lookup_failures", "S2 without an S1: received synchronously, or the flow map was full"),
 )
 
 
