@@ -84,6 +84,7 @@ CASES = [
         "two or more",
     ),
     ("events-zero", ["watch", "-i", "lo", "--max-events-per-sec", "0"], "--max-events-per-sec"),
+    ("events-word", ["watch", "-i", "lo", "--max-events-per-sec", "many"], "is not an integer"),
     ("format", ["watch", "-i", "lo", "--format", "xml"], "--format"),
     ("subcommand", ["wacth", "-i", "lo"], "invalid choice: 'wacth'"),
     ("demo-pps", ["demo", "--pps", "0"], "--pps"),
