@@ -322,14 +322,15 @@ static __always_inline int same_packet(struct pkt_id *a, struct pkt_id *b)
 static __always_inline void hop_arrive(void *ctx, struct config *cfg, struct counters *c,
 				       struct pkt *p, u32 slot, u64 now, struct flow *f)
 {
-	u32 idx = hop_slot(p->fingerprint);
 	struct hop_entry *e;
 	struct hop_mark *mark;
+	u32 idx;
 
 	f->origin_ns = now;
 	f->origin_slot = slot;
 	if (!(cfg->flags & F_HOPS))
 		return;
+	idx = hop_slot(p->fingerprint);
 	e = hop_marks.lookup(&idx);
 	if (!e || !e->mark.ts_receive_ns || e->mark.fingerprint != p->fingerprint ||
 	    !same_packet(&e->id, &p->id))
@@ -365,25 +366,22 @@ static __always_inline void hop_arrive(void *ctx, struct config *cfg, struct cou
 static __always_inline void hop_leave(struct config *cfg, struct pkt *p, u32 slot, u64 now,
 				      u64 origin_ns, u32 origin_slot)
 {
-	struct hop_mark mark = {
-	    .ts_receive_ns = now,
-	    .origin_ns = origin_ns,
-	    .slot = slot,
-	    .origin_slot = origin_slot,
-	    .cpu = bpf_get_smp_processor_id(),
-	    .fingerprint = p->fingerprint,
-	};
-
-	u32 idx = hop_slot(p->fingerprint);
 	struct hop_entry *e;
+	u32 idx;
 
 	if (!(cfg->flags & F_HOPS))
 		return;
+	idx = hop_slot(p->fingerprint);
 	e = hop_marks.lookup(&idx);
 	if (!e)
 		return;
 	e->id = p->id;
-	e->mark = mark;
+	e->mark.ts_receive_ns = now;
+	e->mark.origin_ns = origin_ns;
+	e->mark.slot = slot;
+	e->mark.origin_slot = origin_slot;
+	e->mark.cpu = bpf_get_smp_processor_id();
+	e->mark.fingerprint = p->fingerprint;
 }
 
 /* Packets in `cpu`'s backlog (input_pkt_queue) right now, or -1 if that

@@ -69,6 +69,20 @@ def add_target(p, bridge_help: str) -> None:
     )
 
 
+def add_timing(p, interval_help: str, duration_help: str, duration_s: float | None = None) -> None:
+    """--interval S (default 1) and --duration S."""
+    p.add_argument(
+        "--interval", type=seconds("--interval"), default=1.0, metavar="S", help=interval_help
+    )
+    p.add_argument(
+        "--duration",
+        type=seconds("--duration"),
+        default=duration_s,
+        metavar="S",
+        help=duration_help,
+    )
+
+
 def add_filters(p) -> None:
     p.add_argument("--src-ip")
     p.add_argument("--dst-ip")

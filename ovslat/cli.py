@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from . import args as cli_args
-from .args import Parser, add_db, add_engine, add_filters, add_target, integer, number, seconds
+from .args import Parser, add_db, add_engine, add_filters, add_target, add_timing, integer, number
 from .errors import StepFailed, UserError
 from .kernel import BACKENDS
 
@@ -30,19 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         "following ports as they come and go",
     )
     add_filters(w)
-    w.add_argument(
-        "--interval",
-        type=seconds("--interval"),
-        default=1.0,
-        metavar="S",
-        help="seconds between reports (default 1)",
-    )
-    w.add_argument(
-        "--duration",
-        type=seconds("--duration"),
-        default=None,
-        metavar="S",
-        help="stop after S seconds (default: until Ctrl-C)",
+    add_timing(
+        w, "seconds between reports (default 1)", "stop after S seconds (default: until Ctrl-C)"
     )
     w.add_argument(
         "--format",
@@ -53,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine(w)
     w.add_argument(
         "--threshold-us",
-        type=seconds("--threshold-us"),
+        type=number("--threshold-us"),
         default=None,
         metavar="US",
         help="report every packet whose enqueue -> receive latency exceeds US microseconds "
@@ -88,14 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="build a demo topology (namespace + OVS bridge + traffic) and measure it live",
     )
-    d.add_argument(
-        "--duration",
-        type=seconds("--duration"),
-        default=30.0,
-        metavar="S",
-        help="seconds to run (default 30)",
-    )
-    d.add_argument("--interval", type=seconds("--interval"), default=1.0, metavar="S")
+    add_timing(d, "seconds between reports (default 1)", "seconds to run (default 30)", 30.0)
     d.add_argument("--format", default="auto", choices=("auto", "live", "text", "json"))
     d.add_argument(
         "--pps",

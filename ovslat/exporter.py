@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from . import args as cli_args
-from .args import add_engine, add_filters, add_target, number, seconds
+from .args import add_engine, add_filters, add_target, add_timing, number
 from .errors import UserError
 from .histogram import NBUCKETS, Histogram, bucket_bounds
 from .model import STAGES, Interface, InterfaceStats, Snapshot
@@ -337,20 +337,11 @@ def add_arguments(p) -> None:
         metavar="HOST:PORT",
         help=f"address to serve /metrics on (default {DEFAULT_LISTEN}, loopback only)",
     )
-    p.add_argument(
-        "--interval",
-        type=seconds("--interval"),
-        default=1.0,
-        metavar="S",
-        help="seconds between reads of the BPF maps (default 1); scrapes in between see "
-        "the latest read",
-    )
-    p.add_argument(
-        "--duration",
-        type=seconds("--duration"),
-        default=None,
-        metavar="S",
-        help="stop after S seconds (default: until SIGINT/SIGTERM)",
+    add_timing(
+        p,
+        "seconds between reads of the BPF maps (default 1); scrapes in between see the "
+        "latest read",
+        "stop after S seconds (default: until SIGINT/SIGTERM)",
     )
     p.add_argument(
         "--buckets-per-octave",
@@ -386,62 +377,53 @@ def command(args) -> int:
     ProcessCollector(registry=registry)  # the exporter's own CPU and memory
     server = serve(host, port, registry)  # before attaching: a busy port fails fast
     try:
-        with watch._Stop() as stop, watch.Session(options) as session:
-            collect_loop(session, exposition, stop.event, sys.stderr, _where(host, port))
+        with watch.Stop() as stop, watch.Session(options) as session:
+            publisher = _Publisher(session, exposition, sys.stderr)
+            # Publish at once: every series exists, at 0, before the first packet.
+            publisher.interval(session.read())
+            where = _where(host, port)
+            print(
+                f"ovslat: measuring {session.describe()}; serving http://{where}/metrics",
+                file=sys.stderr,
+                flush=True,
+            )
+            watch.loop(session, publisher, stop.event)
     finally:
         server.shutdown()
         server.server_close()
     return 0
 
 
-def collect_loop(session, exposition: Exposition, stop, err, where) -> None:
-    """Publish at once (every series exists, at 0, before the first packet),
-    then every --interval until --duration or stop; OVSDB every 0.5 s."""
-    from .watch import BRIDGE_POLL_S
+class _Publisher:
+    """watch.loop's output for the exporter: each interval is added to the
+    run's total and published for scrapes; notes go to stderr, the program's
+    own once, interface changes each time."""
 
-    o = session.options
-    start = time.monotonic()
-    deadline = None if o.duration_s is None else start + o.duration_s
-    total, collections, told = None, 0, set()
-    next_read = start
-    while True:
-        now = time.monotonic()
-        if now >= next_read - 1e-3:
-            began = time.monotonic()
-            snap = session.read()
-            took = time.monotonic() - began
-            total = snap if total is None else total.merge(snap)
-            collections += 1
-            exposition.publish(
-                Published(
-                    total,
-                    snap,
-                    _datapaths(session),
-                    collections,
-                    took,
-                    time.time(),
-                    _bpf_stats(),
-                )
+    def __init__(self, session, exposition: Exposition, err):
+        self.session, self.exposition, self.err = session, exposition, err
+        self.total: Snapshot | None = None
+        self.collections = 0
+        self._told: set[str] = set()
+
+    def interval(self, snap: Snapshot) -> None:
+        self.total = snap if self.total is None else self.total.merge(snap)
+        self.collections += 1
+        self.exposition.publish(
+            Published(
+                self.total,
+                snap,
+                _datapaths(self.session),
+                self.collections,
+                self.session.last_read_s,
+                time.time(),
+                _bpf_stats(),
             )
-            for note in snap.notes:  # the program's, once; interfaces added / removed, each time
-                if note not in told:
-                    print(f"ovslat: {note}", file=err, flush=True)
-                    if note in session.notes:
-                        told.add(note)
-            if collections == 1:
-                print(
-                    f"ovslat: measuring {session.describe()}; serving http://{where}/metrics",
-                    file=err,
-                    flush=True,
-                )
-            next_read = now + o.interval_s
-        if stop.is_set() or (deadline is not None and now >= deadline):
-            return
-        wake = min(next_read, now + BRIDGE_POLL_S) if session.source else next_read
-        if deadline is not None:
-            wake = min(wake, deadline)
-        stop.wait(max(0.0, wake - time.monotonic()))
-        session.follow()
+        )
+        for note in snap.notes:
+            if note not in self._told:
+                print(f"ovslat: {note}", file=self.err, flush=True)
+                if note in self.session.notes:
+                    self._told.add(note)
 
 
 def _where(host: str, port: int) -> str:

@@ -37,13 +37,14 @@ def _setns(fd: int) -> None:
 def link_create(prog_fd: int, attach_type: int, netns_path: str | None = None) -> int:
     """Returns the link fd; closing it detaches the program. Takes the first
     free priority from PRIORITY_FIRST on (other tools may hold some)."""
-    for n in range(PRIORITY_TRIES):
+    priority = PRIORITY_FIRST
+    while True:
         try:
-            return _link_create(prog_fd, attach_type, netns_path, PRIORITY_FIRST + n)
+            return _link_create(prog_fd, attach_type, netns_path, priority)
         except OSError as e:
-            if e.errno != errno.EBUSY or n == PRIORITY_TRIES - 1:
+            if e.errno != errno.EBUSY or priority == PRIORITY_FIRST + PRIORITY_TRIES - 1:
                 raise
-    raise AssertionError("unreachable")
+            priority += 1
 
 
 def _link_create(prog_fd: int, attach_type: int, netns_path: str | None, priority: int) -> int:

@@ -99,9 +99,13 @@ def _compare(op: str, actual: float, want: float) -> bool:
     }[op]
 
 
+def _label(obj: dict) -> str:
+    """An interface record's label, as Interface.label writes it."""
+    return f"{obj['name']}@{obj['netns']}" if obj.get("netns") else obj["name"]
+
+
 def _matches(obj: dict, name: str) -> bool:
-    label = f"{obj['name']}@{obj['netns']}" if obj.get("netns") else obj["name"]
-    return name in (obj["name"], label)
+    return name in (obj["name"], _label(obj))
 
 
 def evaluate(checks: tuple[Check, ...], summary: dict | None) -> list[Outcome]:
@@ -128,7 +132,7 @@ def evaluate(checks: tuple[Check, ...], summary: dict | None) -> list[Outcome]:
                 continue
             values = []
             for i in ifaces:
-                label = f"{i['name']}@{i['netns']}" if i.get("netns") else i["name"]
+                label = _label(i)
                 if c.metric in COUNTER_METRICS:
                     values.append((label, i["counters"][c.metric]))
                 else:
@@ -177,7 +181,7 @@ def markdown(saved: SavedRun, outcomes: list[Outcome], plot_files: list[str], ok
     ]
     for i in total["interfaces"] if total else []:
         c, s1, s2 = i["counters"], i["stages"]["enqueue_to_receive"], i["stages"]["receive_to_ip"]
-        label = f"{i['name']}@{i['netns']}" if i.get("netns") else i["name"]
+        label = _label(i)
         lines.append(
             f"| {label}{' (gone)' if i['gone'] else ''} | {i['role'] or '-'} | {c['enqueued']} "
             f"| {c['received']} | {c['ip_rcv']} | {c['cross_cpu']} | {c['flow_lookup_failures']} "

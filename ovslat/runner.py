@@ -23,7 +23,7 @@ from pathlib import Path
 from . import render_json, rundir, scenario, testbed
 from .errors import StepFailed, UserError
 from .scenario import Scenario, Step
-from .watch import Session, WatchOptions, loop, require_root, start_threshold
+from .watch import Session, Stop, WatchOptions, loop, require_root, start_threshold
 
 # After the last workload step, wait this long before the last read, so
 # packets still in a backlog or an OVS upcall are counted.
@@ -205,6 +205,23 @@ class _Steps:
         return ok
 
 
+def _prepare(sc: Scenario, stack: contextlib.ExitStack, log, env: dict) -> tuple[dict, str | None]:
+    """Build the topology and run the setup steps; teardown is registered on
+    `stack` before setup runs, so it runs whatever happens next. Returns
+    (host name -> namespace, private OVSDB socket)."""
+    hosts, db = _build(sc.topology, stack)
+    for step in sc.setup + sc.workload + sc.teardown:
+        _argv(step, hosts, sc)  # every netns resolves, before anything runs
+    stack.callback(_Steps(sc, hosts, log, env).run, sc.teardown)
+    setup = _Steps(sc, hosts, log, env)
+    if not setup.run(sc.setup):
+        failed = setup.results[-1]
+        raise StepFailed(
+            f"setup step {failed['name']!r} (line {failed['line']}) gave {failed['status']}"
+        )
+    return hosts, db
+
+
 # ---- run --------------------------------------------------------------------------
 
 
@@ -247,12 +264,12 @@ class _Recorder:
         self.f, self.context, self.progress = f, context, progress
         self.phase = "measure"
 
-    def _write(self, line: str) -> None:
+    def write(self, line: str) -> None:
         self.f.write(line + "\n")
         self.f.flush()
 
     def record(self, obj: dict) -> None:
-        self._write(json.dumps(obj, separators=(",", ":")))
+        self.write(json.dumps(obj, separators=(",", ":")))
 
     def interval(self, snap) -> None:
         obj = json.loads(render_json.record(snap, "interval", self.context))
@@ -267,14 +284,8 @@ class _Recorder:
         self.record(as_dict(ev))
         self.progress.event()
 
-    def start(self, session) -> None:
-        from .model import Snapshot
-
-        empty = Snapshot(time.time(), 0.0, session.backend, (), notes=session.notes)
-        self._write(render_json.record(empty, "start", self.context))
-
     def summary(self, total) -> None:
-        self._write(render_json.record(total, "summary", self.context))
+        self.write(render_json.record(total, "summary", self.context))
 
 
 def run(path: str, out: str | None = None, backend: str | None = None, console_out=None) -> int:
@@ -289,21 +300,11 @@ def run(path: str, out: str | None = None, backend: str | None = None, console_o
     with (
         open(run_dir / rundir.MEASUREMENTS, "w") as jsonl,
         open(run_dir / "workload.log", "w") as log,
-        _Signals() as signals,
+        Stop() as signals,
         contextlib.ExitStack() as stack,
     ):
         stop = signals.event
-        hosts, db = _build(sc.topology, stack)
-        for step in sc.setup + sc.workload + sc.teardown:
-            _argv(step, hosts, sc)  # every netns resolves, before anything runs
-        teardown = _Steps(sc, hosts, log, env)
-        stack.callback(teardown.run, sc.teardown)
-        setup = _Steps(sc, hosts, log, env)
-        if not setup.run(sc.setup):
-            failed = setup.results[-1]
-            raise StepFailed(
-                f"setup step {failed['name']!r} (line {failed['line']}) gave {failed['status']}"
-            )
+        hosts, db = _prepare(sc, stack, log, env)
         session = stack.enter_context(Session(_options(sc, db, backend)))
         progress = stack.enter_context(RunProgress(sc.name, sc.warmup_s, sc.duration_s))
         rec = _Recorder(jsonl, session.context, progress)
@@ -318,7 +319,7 @@ def run(path: str, out: str | None = None, backend: str | None = None, console_o
                 "ovslat_run_dir": str(run_dir),
             }
         )
-        rec.start(session)
+        rec.write(session.start_record())
         if sc.threshold:
             start_threshold(session, rec.event)
         workload = _Steps(sc, hosts, log, env)
@@ -352,27 +353,6 @@ def run(path: str, out: str | None = None, backend: str | None = None, console_o
     return 0 if ok and not interrupted else EXIT_FAILED
 
 
-class _Signals:
-    """SIGINT/SIGTERM/SIGHUP end the run early but still tear down and write results."""
-
-    def __enter__(self) -> _Signals:
-        self.event = threading.Event()
-        self.caught = False
-        self._saved = {}
-
-        def handler(*_):
-            self.caught = True
-            self.event.set()
-
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            self._saved[sig] = signal.signal(sig, handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, h in self._saved.items():
-            signal.signal(sig, h)
-
-
 # ---- check ------------------------------------------------------------------------
 
 
@@ -388,19 +368,9 @@ def check(path: str, backend: str | None = None, out=None) -> int:
     )
     require_root()
     with open(os.devnull, "w") as log, contextlib.ExitStack() as stack:
-        hosts, db = _build(sc.topology, stack)
+        hosts, db = _prepare(sc, stack, log, dict(os.environ))
         if sc.topology:
             print(f"topology built: bridge {sc.topology.bridge}, {len(hosts)} host(s)", file=out)
-        for step in sc.setup + sc.workload + sc.teardown:
-            _argv(step, hosts, sc)
-        teardown = _Steps(sc, hosts, log, dict(os.environ))
-        stack.callback(teardown.run, sc.teardown)
-        setup = _Steps(sc, hosts, log, dict(os.environ))
-        if not setup.run(sc.setup):
-            failed = setup.results[-1]
-            raise StepFailed(
-                f"setup step {failed['name']!r} (line {failed['line']}) gave {failed['status']}"
-            )
         with Session(_options(sc, db, backend)) as session:
             print(f"attached: {session.describe()}; detached", file=out)
     print("check passed: the scenario can run here", file=out, flush=True)

@@ -339,9 +339,8 @@ class OvsDaemons:
         server = self._procs[0]
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=10)
-        self._procs[0:1] = []
         self._start(*self._db_argv)
-        self._procs.insert(0, self._procs.pop())
+        self._procs[0] = self._procs.pop()  # the new server, where the old one was
         wait_until(
             lambda: self.vsctl("--no-wait", "show", check=False).returncode == 0,
             what="ovsdb-server after restart",

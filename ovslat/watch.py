@@ -3,6 +3,7 @@ until --duration, SIGINT or SIGTERM; then detach and print the whole run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -123,21 +124,25 @@ def _check_memory(o: WatchOptions, ncpus: int) -> None:
         )
 
 
-class _Stop:
-    """Set by SIGINT/SIGTERM/SIGHUP; the loop wakes at once instead of finishing its sleep."""
+class Stop:
+    """SIGINT, SIGTERM and SIGHUP (a closed terminal or ssh session) set
+    `event`, so a loop wakes at once and ends cleanly, with its summary;
+    `caught` tells a signal from other reasons to stop."""
 
-    def __init__(self):
+    def __enter__(self) -> Stop:
         self.event = threading.Event()
+        self.caught = False
         self._saved = {}
 
-    def __enter__(self):
-        # SIGHUP too: a closed terminal or ssh session ends the run cleanly,
-        # with its summary, rather than killing it mid-write.
+        def handler(*_):
+            self.caught = True
+            self.event.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            self._saved[sig] = signal.signal(sig, lambda *_: self.event.set())
+            self._saved[sig] = signal.signal(sig, handler)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         for sig, handler in self._saved.items():
             signal.signal(sig, handler)
 
@@ -145,9 +150,17 @@ class _Stop:
 class _Output:
     """Where snapshots go: text and JSON lines on stdout, or the live view."""
 
-    def __init__(self, fmt: str, out, context: dict, s3: str | None, stop: threading.Event):
+    def __init__(
+        self,
+        fmt: str,
+        out,
+        context: dict,
+        s3: str | None,
+        stop: threading.Event,
+        report_intervals: bool = True,
+    ):
         self.fmt, self.out, self.context, self.s3 = fmt, out, context, s3
-        self.report_intervals = True
+        self.report_intervals = report_intervals
         self._live = None
         self._start = time.monotonic()
         if fmt == "live":
@@ -164,10 +177,9 @@ class _Output:
         if self._live:
             self._live.__exit__(*exc)
 
-    def start(self, notes: tuple[str, ...]) -> None:
+    def start(self, session: Session) -> None:
         if self.fmt == "json":
-            snap = Snapshot(time.time(), 0.0, self.context["backend"], (), notes=notes)
-            _emit(self.out, render_json.record(snap, "start", self.context))
+            _emit(self.out, session.start_record())
 
     def interval(self, snap: Snapshot) -> None:
         if self.fmt == "json":
@@ -214,35 +226,27 @@ class Session:
         self.options = o
         interfaces = resolve_all(o.interfaces)
         self.source = None
-        if o.bridge:
-            from .discovery import BridgeSource, check_measurable
+        # What is opened is closed again if a later step fails.
+        with contextlib.ExitStack() as opened:
+            if o.bridge:
+                from .discovery import BridgeSource, check_measurable
 
-            self.source = BridgeSource(o.bridge, o.db, set(o.only), set(o.exclude))
-            try:
+                self.source = BridgeSource(o.bridge, o.db, set(o.only), set(o.exclude))
+                opened.callback(self.source.close)
                 check_measurable(self.source)
-            except BaseException:
-                self.source.close()
-                raise
-            named = {(i.netns_inode, i.ifindex) for i in interfaces}
-            interfaces += [
-                i for i in self.source.interfaces() if (i.netns_inode, i.ifindex) not in named
-            ]
-        try:
+                named = {(i.netns_inode, i.ifindex) for i in interfaces}
+                interfaces += [
+                    i for i in self.source.interfaces() if (i.netns_inode, i.ifindex) not in named
+                ]
             kernel = KernelInfo.probe()
             _check_memory(o, kernel.ncpus)
             self.program = open_program(
                 kernel, EngineOptions(o.backend, o.max_ifaces, o.max_flows, o.debug)
             )
-        except BaseException:
-            if self.source:
-                self.source.close()
-            raise
-        try:
+            opened.callback(self.program.close)
             self.program.set_filters(o.filters.config_fields())
             self.collector = Collector(self.program, interfaces)
-        except BaseException:
-            self.close()
-            raise
+            self._opened = opened.pop_all()
         self.context = {
             "backend": self.program.backend,
             "s3": self.program.s3,
@@ -253,6 +257,7 @@ class Session:
         if o.threshold_us is not None:
             self.context["threshold_us"] = o.threshold_us
         self._next_check = 0.0
+        self.last_read_s = 0.0  # how long the latest read of the maps took
 
     @property
     def backend(self) -> str:
@@ -282,14 +287,18 @@ class Session:
                     self.collector.remove(i.slot, f"{i.label} deleted (or renamed)")
 
     def read(self) -> Snapshot:
-        return self.collector.read()
+        began = time.monotonic()
+        snap = self.collector.read()
+        self.last_read_s = time.monotonic() - began
+        return snap
+
+    def start_record(self) -> str:
+        """The JSON "start" record: the run's context, before any interval."""
+        empty = Snapshot(time.time(), 0.0, self.backend, (), notes=self.notes)
+        return render_json.record(empty, "start", self.context)
 
     def close(self) -> None:
-        try:
-            self.program.close()
-        finally:
-            if self.source:
-                self.source.close()
+        self._opened.close()
 
     def __enter__(self) -> Session:
         return self
@@ -303,14 +312,15 @@ def run(o: WatchOptions, out=None, err=None) -> int:
     err = err or sys.stderr
     fmt = o.fmt if o.fmt != "auto" else ("live" if out.isatty() else "text")
     total = None
-    with _Stop() as stop, Session(o) as session:
+    with Stop() as stop, Session(o) as session:
         print(f"ovslat: measuring {session.describe()}; Ctrl-C to stop", file=err, flush=True)
-        output = _Output(fmt, out, session.context, session.program.s3, stop.event)
-        output.report_intervals = o.report_intervals
+        output = _Output(
+            fmt, out, session.context, session.program.s3, stop.event, o.report_intervals
+        )
         if o.threshold_us is not None:
             start_threshold(session, output.event)
         with output:
-            output.start(session.notes)
+            output.start(session)
             total = loop(session, output, stop.event)
     if total is not None:
         output.summary(total)
