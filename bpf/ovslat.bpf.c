@@ -8,7 +8,7 @@
  * (netns inode, ifindex) to a slot, and every per-interface map is indexed by
  * slot. Histograms and counters live in per-CPU arrays; user space sums them.
  *
- * Built by ovslat/bpf_loader.py with cflags giving:
+ * Built by ovslat/engine/program.py with cflags giving:
  *   BACKEND_FENTRY | BACKEND_KPROBE | BACKEND_TRACEPOINT
  *   MAX_IFACES, MAX_FLOWS, MAX_HOPS, OVSLAT_NR_CPUS, OVSLAT_DEBUG (optional)
  *   OFF_* struct offsets read from the running kernel's BTF, never from the
@@ -39,6 +39,8 @@ BPF_ARRAY(backlogs, u64, OVSLAT_NR_CPUS);
  * header fingerprint costs a fraction of a hash map update on every packet.
  * A mark overwritten by another packet before its own S1 loses that hop. */
 BPF_ARRAY(hop_marks, struct hop_entry, HOP_SLOTS);
+/* 1 once an interface has started a hop: its overwritten marks are losses */
+BPF_ARRAY(hop_sources, u32, MAX_IFACES);
 BPF_PERCPU_HASH(hop_hists, struct hop_key, struct hist, MAX_HOPS);
 BPF_PERF_OUTPUT(events);
 BPF_STACK_TRACE(stacks, 1024);
@@ -74,7 +76,6 @@ static __always_inline void dbg_global(u32 point, u32 id)
 }
 #endif
 
-enum { POINT_S1 = 0, POINT_S2 = 1, POINT_S3 = 2 };
 enum { PARSE_OK = 0, PARSE_NOT_IPV4, PARSE_FAIL };
 
 struct pkt {
@@ -200,7 +201,7 @@ static __always_inline u32 msb64(u64 v)
 	return r;
 }
 
-/* Must match ovslat/histogram.py:bucket_of. 64-bit and clamped through the
+/* Must match ovslat/model/histogram.py:bucket_of. 64-bit and clamped through the
  * exponent: Linux 6.1's verifier loses a bound checked on a 32-bit copy. */
 #define MAX_MSB 40 /* (MAX_MSB - 1) * 4 + 3 == NBUCKETS - 1 */
 static __always_inline u64 bucket_of(u64 ns)
@@ -298,8 +299,8 @@ static __always_inline void slow_packet(void *ctx, struct config *cfg, struct co
 	events.perf_submit(ctx, ev, sizeof(*ev));
 }
 
-/* S1 on `slot`: was this packet just received on another interface? Then
- * record the transit and inherit where its journey began. */
+#define HOP_WINDOW_NS 1000000000ULL /* the longest transit a mark waits for */
+
 /* The fingerprint's low bits barely change from one packet of a flow to the
  * next (only the IP id does): mix them all in (murmur3's finalizer) before
  * taking a slot, or consecutive packets share a handful of slots. */
@@ -319,6 +320,8 @@ static __always_inline int same_packet(struct pkt_id *a, struct pkt_id *b)
 	       a->ip_id == b->ip_id && a->tot_len == b->tot_len && a->proto == b->proto;
 }
 
+/* S1 on `slot`: was this packet just received on another interface? Then
+ * record the transit and inherit where its journey began. */
 static __always_inline void hop_arrive(void *ctx, struct config *cfg, struct counters *c,
 				       struct pkt *p, u32 slot, u64 now, struct flow *f)
 {
@@ -336,8 +339,12 @@ static __always_inline void hop_arrive(void *ctx, struct config *cfg, struct cou
 	    !same_packet(&e->id, &p->id))
 		return;
 	mark = &e->mark;
-	/* a mark older than a second is another packet with the same headers */
-	if (mark->slot != slot && now - mark->ts_receive_ns < 1000000000ULL) {
+	/* a mark older than the window is another packet with the same headers */
+	if (mark->slot != slot && now - mark->ts_receive_ns < HOP_WINDOW_NS) {
+		u32 from = mark->slot, *src = hop_sources.lookup(&from);
+
+		if (src && !*src)
+			*src = 1;
 		record_hop(cfg, mark->slot, slot, HOP_TRANSIT, now - mark->ts_receive_ns);
 		f->origin_ns = mark->origin_ns;
 		f->origin_slot = mark->origin_slot;
@@ -367,7 +374,7 @@ static __always_inline void hop_leave(struct config *cfg, struct pkt *p, u32 slo
 				      u64 origin_ns, u32 origin_slot)
 {
 	struct hop_entry *e;
-	u32 idx;
+	u32 idx, from;
 
 	if (!(cfg->flags & F_HOPS))
 		return;
@@ -375,6 +382,15 @@ static __always_inline void hop_leave(struct config *cfg, struct pkt *p, u32 slo
 	e = hop_marks.lookup(&idx);
 	if (!e)
 		return;
+	from = e->mark.slot;
+	if (e->mark.ts_receive_ns && now - e->mark.ts_receive_ns < HOP_WINDOW_NS &&
+	    (from != slot || !same_packet(&e->id, &p->id))) {
+		u32 *src = hop_sources.lookup(&from);
+		struct counters *lc = counters.lookup(&from);
+
+		if (src && *src && lc)
+			lc->hops_lost++;
+	}
 	e->id = p->id;
 	e->mark.ts_receive_ns = now;
 	e->mark.origin_ns = origin_ns;
@@ -548,8 +564,8 @@ static __always_inline void on_receive(void *ctx, void *skb)
 	}
 	now = bpf_ktime_get_ns();
 	if (!f || f->fingerprint != p.fingerprint || f->slot != slot) {
-		/* Never enqueued (synchronous receive), evicted from a full
-		 * LRU, or a recycled sk_buff: no latency is better than a wrong one. */
+		/* Never enqueued (synchronous receive), refused by a full flow
+		 * map, or a recycled sk_buff: no latency is better than a wrong one. */
 		c->flow_lookup_failures++;
 		if (f)
 			flows.delete(&key);
@@ -645,7 +661,10 @@ RAW_TRACEPOINT_PROBE(napi_poll)
 }
 
 /* An enqueued packet freed before S2 (backlog full, device down, ...): a
- * drop, attributed to its interface with the kernel's reason. */
+ * drop, attributed to its interface with the kernel's reason. A tentative
+ * record (tracepoint backend) counts too: S2 deletes it for a synchronous
+ * receive, so a free before S2 is a drop on the way to or in the backlog,
+ * which netif_receive_skb_exit counts as enqueued. */
 RAW_TRACEPOINT_PROBE(kfree_skb)
 {
 	u64 key = ctx->args[0], one = 1, *n;
@@ -653,7 +672,7 @@ RAW_TRACEPOINT_PROBE(kfree_skb)
 	struct drop_key k = {};
 	struct counters *c;
 
-	if (!f || f->tentative)
+	if (!f)
 		return 0;
 	k.slot = f->slot;
 	k.reason = ctx->args[2]; /* enum skb_drop_reason (Linux >= 5.17) */

@@ -1,8 +1,9 @@
-/* Shared definitions of ovslat's BPF program and its user-space reader.
+/* The kernel/user ABI of ovslat: what bpf/ovslat.bpf.c and user space share.
  *
- * Field and enum names here are the names user space reads through bcc's
- * ctypes mirror of these structs, and the names used in JSON and the text
- * report: keep them in step with ovslat/layout.py.
+ * Its one Python mirror is ovslat/abi.py (enums, flags, sizes, ctypes
+ * structs); tests/unit/test_abi.py parses this file and fails when either
+ * side changes alone. Field and enum names are the names used in JSON, the
+ * text report and the exporter.
  */
 #ifndef OVSLAT_H
 #define OVSLAT_H
@@ -36,7 +37,14 @@ enum debug_counter {
 	DBG_LATENCY_SUBMIT,
 	NDBG,
 };
-#define NPOINTS 3
+
+/* The probe points debug counters are kept for. */
+enum probe_point {
+	POINT_S1 = 0,
+	POINT_S2 = 1,
+	POINT_S3 = 2,
+	NPOINTS = 3,
+};
 
 /* Log-linear latency buckets: 4 per power of two, nanoseconds.
  * Bucket b < 4 holds exactly b ns; for b >= 4 with m = b / 4 + 1 and
@@ -98,6 +106,7 @@ struct counters {
 	__u64 slow;		     /* S1 -> S2 above the threshold */
 	__u64 events_suppressed;     /* slow, but over the event rate limit */
 	__u64 dropped;		     /* enqueued, then freed by kfree_skb() before S2 */
+	__u64 hops_lost;	     /* marks left here overwritten before the next S1 (below) */
 	__u64 debug[NPOINTS * NDBG]; /* [point][counter]; flat: bcc mirrors only 1-D arrays */
 };
 
@@ -149,9 +158,13 @@ struct pkt_id {
 	__u32 proto;
 };
 
-/* A packet seen at S2 on `slot`, waiting for S1 on the next interface. */
+/* A packet seen at S2 on `slot`, waiting for S1 on the next interface. A
+ * mark still waiting when another packet takes its table slot is counted in
+ * `slot`'s hops_lost, once `slot` has started a hop at all (an interface
+ * where packets end, like a bridge port holding the address, never does):
+ * that packet's hop is lost, unless it left through an unmeasured interface. */
 struct hop_mark {
-	__u64 ts_receive_ns;
+	__u64 ts_receive_ns; /* 0: consumed by the next interface's S1 */
 	__u64 origin_ns;
 	__u32 slot;
 	__u32 origin_slot;

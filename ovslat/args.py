@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import argparse
 
-from .errors import UserError
-from .kernel import BACKENDS
-
-DEFAULT_DB = "unix:/var/run/openvswitch/db.sock"
+from ovslat.abi import BACKENDS
+from ovslat.discovery import DEFAULT_DB
+from ovslat.errors import UserError
 
 
 class Parser(argparse.ArgumentParser):
@@ -114,7 +113,7 @@ def add_engine(p) -> None:
 
 
 def filters(a):
-    from .filters import Filters
+    from ovslat.model.filters import Filters
 
     return Filters.parse(a.src_ip, a.dst_ip, a.src_port, a.dst_port, a.protocol)
 
@@ -130,7 +129,7 @@ def roles(a) -> frozenset[str]:
 def watch_options(a, **extra):
     """WatchOptions from the arguments add_target/add_filters/add_engine made,
     plus --interval and --duration; `extra` for a command's own."""
-    from .watch import WatchOptions
+    from ovslat.engine.session import WatchOptions
 
     return WatchOptions(
         interfaces=a.interface,

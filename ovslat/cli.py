@@ -5,12 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import args as cli_args
-from .args import Parser, add_db, add_engine, add_filters, add_target, add_timing, integer, number
-from .errors import StepFailed, UserError
-from .kernel import BACKENDS
-
-EXIT_USER = 2
+from ovslat import abi
+from ovslat import args as cli_args
+from ovslat.abi import BACKENDS
+from ovslat.args import (
+    Parser,
+    add_db,
+    add_engine,
+    add_filters,
+    add_target,
+    add_timing,
+    integer,
+    number,
+)
+from ovslat.errors import UserError, one_line_exit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--threshold-stage",
         default="enqueue_to_receive",
-        choices=("enqueue_to_receive", "transit"),
+        choices=abi.THRESHOLD_STAGES,
         help="what --threshold-us applies to: S1 -> S2 on one interface (default), or the "
         "transit from one measured interface to the next (e.g. through the OVS datapath)",
     )
@@ -124,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("bridge", nargs="?", metavar="BRIDGE")
     add_db(doc)
 
-    from . import exporter
+    from ovslat.commands import export
 
     e = sub.add_parser(
         "export",
@@ -132,12 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure like watch, and serve the running totals on an HTTP endpoint "
         "for Prometheus to scrape.",
     )
-    exporter.add_arguments(e)
+    export.add_arguments(e)
     return p
 
 
 def _demo(args) -> int:
-    from .demo import demo
+    from ovslat.commands.demo import demo
 
     if not args.duration > 0 or not args.interval > 0 or not 0 < args.pps <= 100_000:
         raise UserError("--duration and --interval must be > 0 and --pps in (0, 100000]")
@@ -145,7 +153,7 @@ def _demo(args) -> int:
 
 
 def _watch(args) -> int:
-    from .watch import run
+    from ovslat.commands.watch import run
 
     return run(
         cli_args.watch_options(
@@ -160,80 +168,65 @@ def _watch(args) -> int:
 
 
 def _discover(args) -> int:
-    from .discover import discover
+    from ovslat.commands.discover import discover
 
     return discover(args.bridge, args.db, args.format)
 
 
 def _run(args) -> int:
-    from .runner import run
+    from ovslat.scenario.runner import run
 
     return run(args.scenario, args.out, args.attach)
 
 
 def _check(args) -> int:
-    from .runner import check
+    from ovslat.scenario.runner import check
 
     return check(args.scenario, args.attach)
 
 
 def _report(args) -> int:
-    from . import rundir, scenario
-    from .render_live import print_run_result
+    from ovslat.output.progress import print_run_result
+    from ovslat.scenario import rundir, schema
 
     saved = rundir.load(args.run_dir)
     copy = saved.path / rundir.SCENARIO_COPY
-    checks = scenario.load(copy).checks if copy.exists() else ()
+    checks = schema.load(copy).checks if copy.exists() else ()
     ok, outcomes = rundir.render(saved, checks)
     print_run_result(saved, outcomes, ok, saved.run.get("file", str(copy)))
     return 0 if ok else 1
 
 
 def _doctor(args) -> int:
-    from .doctor import doctor
+    from ovslat.commands.doctor import doctor
 
     return doctor(args.bridge, args.db)
 
 
 def _export(args) -> int:
-    from . import exporter
+    from ovslat.commands import export
 
-    return exporter.command(args)
+    return export.command(args)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    verbose = "--verbose" in argv
-    try:
+    commands = {
+        "watch": _watch,
+        "demo": _demo,
+        "discover": _discover,
+        "export": _export,
+        "doctor": _doctor,
+        "run": _run,
+        "check": _check,
+        "report": _report,
+    }
+
+    def command() -> int:
         args = build_parser().parse_args(argv)
-        return {
-            "watch": _watch,
-            "demo": _demo,
-            "discover": _discover,
-            "export": _export,
-            "doctor": _doctor,
-            "run": _run,
-            "check": _check,
-            "report": _report,
-        }[args.command](args)
-    except UserError as e:
-        print(f"ovslat: error: {e}", file=sys.stderr)
-        return EXIT_USER
-    except StepFailed as e:
-        print(f"ovslat: {e}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:
-        # stdout closed by the reader (e.g. `| head`): not an error worth a traceback.
-        sys.stderr.close()
-        return 0
-    except Exception as e:
-        if verbose:
-            raise
-        print(
-            f"ovslat: error: {type(e).__name__}: {e} (rerun with --verbose for details)",
-            file=sys.stderr,
-        )
-        return 1
+        return commands[args.command](args)
+
+    return one_line_exit("ovslat", command, verbose="--verbose" in argv)
 
 
 if __name__ == "__main__":

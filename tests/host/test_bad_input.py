@@ -11,20 +11,19 @@ import sys
 
 import pytest
 
-from ovslat import testbed
+from ovslat.scenario import testbed
 from tests.ovslat_proc import REPO, ovslat_prog_ids
 
-pytestmark = pytest.mark.root
 OVSLAT = [sys.executable, "-m", "ovslat.cli"]
 LATENCY = [
     sys.executable,
     "-c",
-    "import sys; from ovslat.seedcompat import latency_main as m; sys.exit(m())",
+    "import sys; from ovslat.commands.seedcompat import latency_main as m; sys.exit(m())",
 ]
 THRESHOLD = [
     sys.executable,
     "-c",
-    "import sys; from ovslat.seedcompat import threshold_main as m; sys.exit(m())",
+    "import sys; from ovslat.commands.seedcompat import threshold_main as m; sys.exit(m())",
 ]
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 NO_DB = "unix:/nonexistent/ovslat-test/db.sock"
@@ -34,7 +33,6 @@ NO_DB = "unix:/nonexistent/ovslat-test/db.sock"
 def env(tmp_path_factory):
     """A private OVS with one bridge, a scenario with a YAML error, a run
     directory that is not one, a port in use."""
-    testbed.require_root()
     d = tmp_path_factory.mktemp("bad")
     (d / "broken.yaml").write_text("version: 1\ntarget: [\n")
     (d / "typo.yaml").write_text("version: 1\ntarget: {interfaces: [lo]}\nwarmup: 1\n")

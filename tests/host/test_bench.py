@@ -12,16 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ovslat import testbed
-
-pytestmark = [pytest.mark.root, pytest.mark.usefixtures("root")]
 REPO = Path(__file__).resolve().parent.parent.parent
 PACKETS = 3000
-
-
-@pytest.fixture
-def root():
-    testbed.require_root()
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,7 @@ import time
 
 import pytest
 
-from ovslat import testbed
 from tests.ovslat_proc import OVSLAT, REPO, interface
-
-pytestmark = pytest.mark.root
-
-
-@pytest.fixture(autouse=True)
-def root():
-    testbed.require_root()
 
 
 def test_demo_json_is_consistent():
@@ -50,7 +42,7 @@ def test_demo_json_is_consistent():
 
 
 @pytest.mark.skipif(not shutil.which("tmux"), reason="needs tmux")
-def test_live_table_in_a_terminal():
+def test_live_table_in_a_terminal(auto_backend):
     session = f"ovslat-test-{time.monotonic_ns()}"
     # COLUMNS from the test runner's environment would override the pane's width
     cmd = (
@@ -91,7 +83,7 @@ def test_live_table_in_a_terminal():
         subprocess.run(["tmux", "kill-session", "-t", session])
     final = screens[-1]
     assert "EXIT=0" in final, final
-    assert "ovslat backend tracepoint" in final
+    assert f"ovslat backend {auto_backend}" in final
     for column in ("interface", "pps", "S1→S2 p50", "cross-CPU", "dropped/lost", "queue avg/max"):
         assert column in final
     rows = [line for line in final.splitlines() if "ovsdemo-" in line]

@@ -8,16 +8,10 @@ import time
 
 import pytest
 
-from ovslat import testbed
+from ovslat.scenario import testbed
 from tests.ovslat_proc import Watch, interface, run_ovslat
 
-pytestmark = pytest.mark.root
 BR = "ovt-dbr"
-
-
-@pytest.fixture(autouse=True)
-def root():
-    testbed.require_root()
 
 
 @pytest.fixture

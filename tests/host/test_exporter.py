@@ -25,20 +25,14 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from ovslat import testbed
+from ovslat.scenario import testbed
 from tests.ovslat_proc import OVSLAT, REPO
 from tests.unit.test_exporter import dashboard_queries
 
-pytestmark = pytest.mark.root
 PROMETHEUS, PROMTOOL = "/usr/bin/prometheus", "/usr/bin/promtool"
 UDP_PORT = 5001
 N = 500
-SERIES_PER_INTERFACE = 74  # docs/fleet.md, 1 bucket per octave, no drops
-
-
-@pytest.fixture(autouse=True)
-def root():
-    testbed.require_root()
+SERIES_PER_INTERFACE = 75  # docs/fleet.md, 1 bucket per octave, no drops
 
 
 def netns(label: str) -> testbed.Netns:
@@ -245,12 +239,12 @@ def client():
 
 
 @pytest.mark.skipif(not os.path.exists(PROMETHEUS), reason="Debian package prometheus missing")
-def test_prometheus_scrapes_exact_counts(client):
+def test_prometheus_scrapes_exact_counts(client, auto_backend):
     sel = 'interface="ovx-p0"'
     args = ["-i", "ovx-p0", "--protocol", "udp", "--dst-port", str(UDP_PORT), "--interval", "0.5"]
     with Exporter(args) as ex:
         ours = progs_held_by(ex.proc.pid)
-        assert len(ours) >= 4 and ours <= bpf_prog_ids()  # S1, S2, S3 hooks + napi_poll
+        assert len(ours) >= 4 and ours <= bpf_prog_ids()  # S1, S2, S3 hooks + kfree_skb
         with Prometheus(f"127.0.0.1:{ex.port}") as prom:
             # every series exists, at 0, before the first packet
             prom.wait_value(f"ovslat_enqueued_total{{{sel}}}", 0)
@@ -287,7 +281,7 @@ def test_prometheus_scrapes_exact_counts(client):
                 "job": "ovslat",
             }
             info = prom.query("ovslat_info")[0]["metric"]
-            assert info["backend"] == "tracepoint"
+            assert info["backend"] == auto_backend
             assert info["filters"] == f"dst-port={UDP_PORT} protocol=udp"
             # the Grafana dashboard's queries evaluate; its heatmap has every bucket
             results = [prom.query(q) for q in dashboard_queries()]

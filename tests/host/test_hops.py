@@ -8,16 +8,10 @@ import contextlib
 
 import pytest
 
-from ovslat import testbed
+from ovslat.scenario import testbed
 from tests.ovslat_proc import Watch, interface
 
-pytestmark = pytest.mark.root
 BR, UP = "ovt-hbr", "ovt-hu0"
-
-
-@pytest.fixture(autouse=True)
-def root():
-    testbed.require_root()
 
 
 @pytest.fixture

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ovslat import testbed
+from ovslat.scenario import testbed
 from tests.ovslat_proc import Watch, interface
 
-pytestmark = pytest.mark.root
 REPO = Path(__file__).resolve().parents[2]
 PPS, SECONDS = 120_000, 30
 COUNT = PPS * SECONDS
@@ -29,7 +28,6 @@ def rss_kib(pid: int) -> int:
 
 @pytest.fixture
 def sender(tmp_path):
-    testbed.require_root()
     exe = tmp_path / "udp_blast"
     subprocess.run(
         ["gcc", "-O2", "-Wall", "-o", str(exe), str(REPO / "bench" / "udp_blast.c")], check=True

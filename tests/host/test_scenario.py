@@ -14,12 +14,9 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
-
-from ovslat import testbed
+from ovslat.scenario import testbed
 from tests.ovslat_proc import REPO, interface, ovslat_prog_ids, run_ovslat
 
-pytestmark = pytest.mark.root
 SVG = "{http://www.w3.org/2000/svg}"
 
 SMALL = """\
@@ -35,11 +32,6 @@ filters: {{protocol: udp, dst_port: 7002}}
 interval_s: 0.5
 {extra}
 """
-
-
-@pytest.fixture(autouse=True)
-def root():
-    testbed.require_root()
 
 
 def no_leftovers() -> None:

@@ -6,7 +6,19 @@ import struct
 
 import pytest
 
-from ovslat.btf import ARRAY, ENUM, ENUM64, FUNC, INT, PTR, STRUCT, TYPEDEF, UNION, Btf, BtfError
+from ovslat.engine.btf import (
+    ARRAY,
+    ENUM,
+    ENUM64,
+    FUNC,
+    INT,
+    PTR,
+    STRUCT,
+    TYPEDEF,
+    UNION,
+    Btf,
+    BtfError,
+)
 
 
 class Builder:

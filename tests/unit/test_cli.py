@@ -40,3 +40,30 @@ def test_not_root(monkeypatch, capsys):
     assert cli.main(["watch", "-i", "lo"]) == 2
     err = capsys.readouterr().err
     assert err == "ovslat: error: ovslat loads BPF programs and needs root: run it with sudo\n"
+
+
+@pytest.mark.parametrize(
+    "main, prog",
+    [
+        ("latency_main", "enqueue_to_iprec_latency"),
+        ("threshold_main", "enqueue_to_iprec_latency_threshold"),
+    ],
+)
+def test_seed_commands_end_an_unexpected_error_in_one_line(main, prog, monkeypatch, capsys):
+    """The seed-compatible commands end like ovslat's own: one line, no traceback."""
+    from ovslat.commands import seedcompat, watch
+
+    def broken(_options):
+        raise RuntimeError("the map went away")
+
+    monkeypatch.setattr(watch, "run", broken)
+    args = (
+        ["--interface", "lo", "--threshold-us", "5"]
+        if "threshold" in main
+        else ["--interface", "lo"]
+    )
+    assert getattr(seedcompat, main)(args) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"{prog}: error: RuntimeError: the map went away (rerun with --verbose for details)\n"
+    )

@@ -5,8 +5,8 @@ import dataclasses
 
 import pytest
 
-from ovslat import render_text
-from ovslat.events import SlowEvent, as_dict, diagnose, receive_context
+from ovslat.model.events import SlowEvent, as_dict, diagnose, receive_context
+from ovslat.output import text as text_out
 
 BACKLOG = (
     "__netif_receive_skb+0x1",
@@ -72,7 +72,7 @@ def test_diagnosis_follows_the_evidence():
 
 
 def test_seed_text_record():
-    text = render_text.event(event(enqueue_cpu=4, queue_depth=None))
+    text = text_out.event(event(enqueue_cpu=4, queue_depth=None))
     lines = text.splitlines()
     for line in (
         "HIGH LATENCY EVENT #1",

@@ -22,9 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ovslat.cli import main
 from ovslat.errors import UserError
-from ovslat.exporter import Exposition, Published, le_buckets, parse_listen, serve
-from ovslat.histogram import NBUCKETS, Histogram, bucket_bounds, bucket_of
-from ovslat.model import Counters, HopStats, Interface, InterfaceStats, ProbeCost, Snapshot
+from ovslat.model.histogram import NBUCKETS, Histogram, bucket_bounds, bucket_of
+from ovslat.model.snapshot import Counters, HopStats, Interface, InterfaceStats, ProbeCost, Snapshot
+from ovslat.output.prometheus import Exposition, Published, le_buckets, parse_listen, serve
 
 NETNS0 = 4026531840
 # Latencies in ns: around and exactly on bucket edges, below the lowest bound
@@ -166,14 +166,14 @@ def test_labels_are_bounded_discovery_info():
 
 
 def test_series_per_interface_as_documented():
-    """docs/fleet.md: 74 series per interface and 62 per hop at 1 bucket per octave."""
+    """docs/fleet.md: 75 series per interface and 62 per hop at 1 bucket per octave."""
     text = render(snapshot())
     per_iface = [s for s in samples(text) if s.labels.get("interface") == "veth7"]
-    assert len(per_iface) == 74
+    assert len(per_iface) == 75
     hop = [s for s in samples(text) if s.labels.get("to") == "veth7@tenant"]
     assert len(hop) == 62
     per_iface4 = [s for s in samples(render(snapshot(), 4)) if s.labels.get("interface") == "veth7"]
-    assert len(per_iface4) == 74 + 2 * (109 - 28)
+    assert len(per_iface4) == 75 + 2 * (109 - 28)
 
 
 def test_gone_interfaces_and_their_hops_leave():

@@ -1,7 +1,7 @@
 import pytest
 
 from ovslat.errors import UserError
-from ovslat.filters import F_DST_IP, F_DST_PORT, F_PROTOCOL, F_SRC_IP, F_SRC_PORT, Filters
+from ovslat.model.filters import F_DST_IP, F_DST_PORT, F_PROTOCOL, F_SRC_IP, F_SRC_PORT, Filters
 
 
 def test_no_filters():

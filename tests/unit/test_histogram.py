@@ -1,6 +1,6 @@
 import random
 
-from ovslat.histogram import NBUCKETS, Histogram, bucket_bounds, bucket_of
+from ovslat.model.histogram import NBUCKETS, Histogram, bucket_bounds, bucket_of
 
 
 def test_every_value_falls_inside_its_bucket():

@@ -1,4 +1,4 @@
-from ovslat.kernel import possible_cpus, resolve_symbol
+from ovslat.engine.kernel import possible_cpus, resolve_symbol
 
 
 def test_symbol_resolution_prefers_exact_then_gcc_clones():

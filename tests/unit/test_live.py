@@ -4,7 +4,7 @@ import dataclasses
 
 from rich.console import Console
 
-from ovslat.render_live import table
+from ovslat.output.live import table
 from tests.unit.test_render import snapshot
 
 CONTEXT = {

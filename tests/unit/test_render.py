@@ -2,9 +2,10 @@
 
 import json
 
-from ovslat import render_json, render_text
-from ovslat.histogram import NBUCKETS, Histogram, bucket_of
-from ovslat.model import Counters, Interface, InterfaceStats, ProbeCost, Snapshot
+from ovslat.model.histogram import NBUCKETS, Histogram, bucket_of
+from ovslat.model.snapshot import Counters, Interface, InterfaceStats, ProbeCost, Snapshot
+from ovslat.output import jsonl
+from ovslat.output import text as text_out
 
 
 def hist(values):
@@ -38,7 +39,7 @@ def snapshot(debug=()):
 
 
 def test_text_report_has_the_seed_sections():
-    text = render_text.render(snapshot(), "ip_rcv() entry")
+    text = text_out.render(snapshot(), "ip_rcv() entry")
     for line in (
         "  STAGE1_enqueue_to_backlog -> STAGE2___netif_receive_skb:",
         "    Total samples: 4",
@@ -57,7 +58,7 @@ def test_text_report_has_the_seed_sections():
 
 
 def test_text_report_without_s3_says_so():
-    text = render_text.render(snapshot(), None)
+    text = text_out.render(snapshot(), None)
     assert "STAGE2___netif_receive_skb -> STAGE3_ip_rcv: not measured on this kernel" in text
 
 
@@ -71,7 +72,7 @@ def test_debug_block():
         snap.interfaces,
         probe_entries=(100, 200, 300),
     )
-    lines = render_text.render(snap, "x").splitlines()
+    lines = text_out.render(snap, "x").splitlines()
     assert "DEBUG STATISTICS (Stage Execution Flow) — veth0" in lines
     assert "  PROBE_ENTRY              : 200    (all interfaces)" in lines
     assert "  FLOW_FOUND               : 18" in lines  # STAGE2 FLOW_FOUND = 10 + 8
@@ -79,7 +80,7 @@ def test_debug_block():
 
 def test_json_schema():
     ctx = {"backend": "tracepoint", "s3": "x", "filters": {}, "queue_depth_source": "q"}
-    obj = json.loads(render_json.record(snapshot(), "interval", ctx))
+    obj = json.loads(jsonl.record(snapshot(), "interval", ctx))
     assert obj["type"] == "interval" and obj["interval_s"] == 2.0
     (i,) = obj["interfaces"]
     assert i["name"] == "veth0" and i["ifindex"] == 7
@@ -93,6 +94,7 @@ def test_json_schema():
         "slow": 0,
         "events_suppressed": 0,
         "dropped": 0,
+        "hops_lost": 0,
     }
     assert i["in_flight"] == 0 and i["drops"] == {}
     assert i["queue_depth"]["avg"] == 1.5 and i["queue_depth"]["max"] == 3
@@ -102,7 +104,7 @@ def test_json_schema():
     assert e2r["p50_us"] <= e2r["p99_us"] <= e2r["max_us"]
     assert set(i["stages"]) == {"enqueue_to_receive", "receive_to_ip"}
     assert obj["probe"]["ns_per_packet"] == 1000.0
-    summary = json.loads(render_json.record(snapshot(), "summary", ctx))
+    summary = json.loads(jsonl.record(snapshot(), "summary", ctx))
     assert summary["type"] == "summary" and summary["duration_s"] == 2.0
 
 
@@ -118,7 +120,7 @@ def test_merge_is_a_whole_run():
 
 
 def test_hops_in_json_text_and_merge():
-    from ovslat.model import HopStats
+    from ovslat.model.snapshot import HopStats
 
     snap = snapshot()
     a = snap.interfaces[0].iface
@@ -126,7 +128,7 @@ def test_hops_in_json_text_and_merge():
     hopstats = HopStats(a, b, hist([20_000, 30_000]), hist([40_000, 90_000]))
     snap = Snapshot(snap.start_wall_s, 2.0, "kprobe", snap.interfaces, hops=(hopstats,))
     ctx = {"backend": "kprobe", "s3": "x", "filters": {}, "queue_depth_source": "q"}
-    (h,) = json.loads(render_json.record(snap, "interval", ctx))["hops"]
+    (h,) = json.loads(jsonl.record(snap, "interval", ctx))["hops"]
     assert (h["from"], h["to"], h["count"], h["sum_ns"], h["max_us"]) == (
         "veth0",
         "br-int",
@@ -135,7 +137,7 @@ def test_hops_in_json_text_and_merge():
         30.0,
     )
     assert h["e2e"]["count"] == 2 and h["e2e"]["sum_ns"] == 130_000
-    text = render_text.render(snap, "x")
+    text = text_out.render(snap, "x")
     assert "  veth0 -> br-int" in text
     assert "    transit    (S2 on veth0 -> S1 on br-int): 2 packets" in text
     (merged,) = snap.merge(snap).hops

@@ -3,14 +3,16 @@ were written from, assertions judged on a summary, and the SVG plots."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from ovslat import plots, render_json, rundir, scenario
-from ovslat.model import HopStats
+from ovslat.model.snapshot import HopStats
+from ovslat.output import jsonl, plots
+from ovslat.scenario import rundir, schema
 from tests.unit.test_render import hist, snapshot
 
 CONTEXT = {
@@ -41,18 +43,18 @@ def test_json_record_reads_back_to_the_same_record(kind):
     """`ovslat report` renders from the JSON lines: reading a record back
     must lose nothing that any renderer shows."""
     snap = with_hop(snapshot(debug=tuple((0, *range(1, 10)) for _ in range(3))))
-    first = render_json.record(snap, kind, CONTEXT)
-    again = render_json.record(render_json.parse_record(json.loads(first)), kind, CONTEXT)
+    first = jsonl.record(snap, kind, CONTEXT)
+    again = jsonl.record(jsonl.parse_record(json.loads(first)), kind, CONTEXT)
     assert json.loads(again) == json.loads(first)
 
 
-def summary_dict():
-    return json.loads(render_json.record(with_hop(snapshot()), "summary", CONTEXT))
+def summary():
+    return with_hop(snapshot())
 
 
 def checks(text: str) -> tuple:
     base = "version: 1\ntarget: {interfaces: [veth0]}\nworkload: [{run: ['true']}]\nassert:\n"
-    return scenario.parse(base + text, Path("t.yaml")).checks
+    return schema.parse(base + text, Path("t.yaml")).checks
 
 
 def test_assertions_judged_on_the_summary():
@@ -67,7 +69,7 @@ def test_assertions_judged_on_the_summary():
             "  - {hop: {from: veth0, to: br-int}, stage: e2e, count: {eq: 2}}\n"
             "  - {hop: {from: br-int, to: veth0}, count: {eq: 0}}\n"  # never seen: fails
         ),
-        summary_dict(),
+        summary(),
     )
     assert [o.ok for o in outcomes] == [True, False, True, True, False, True, True, False]
     assert outcomes[0].actual == "veth0: 4, br-int: 4"
@@ -77,8 +79,10 @@ def test_assertions_judged_on_the_summary():
 
 
 def test_a_stage_without_samples_fails_its_latency_check():
-    s = summary_dict()
-    s["interfaces"][0]["stages"]["receive_to_ip"] = render_json.stage_json(hist([]))
+    s = summary()
+    st = s.interfaces[0]
+    st = dataclasses.replace(st, stages={**st.stages, "receive_to_ip": hist([])})
+    s = dataclasses.replace(s, interfaces=(st, *s.interfaces[1:]))
     (o,) = rundir.evaluate(
         checks("  - {interface: veth0, stage: receive_to_ip, p99_us: {lt: 10}}\n"), s
     )

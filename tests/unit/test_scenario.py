@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ovslat import scenario
 from ovslat.errors import UserError
+from ovslat.scenario import schema
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "scenarios").glob("*.yaml"))
@@ -30,8 +30,8 @@ assert:
 """
 
 
-def parse(text: str) -> scenario.Scenario:
-    return scenario.parse(text, Path("s.yaml"))
+def parse(text: str) -> schema.Scenario:
+    return schema.parse(text, Path("s.yaml"))
 
 
 def test_shipped_scenarios_exist():
@@ -41,7 +41,7 @@ def test_shipped_scenarios_exist():
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_scenario_validates(path):
-    sc = scenario.load(path)
+    sc = schema.load(path)
     assert sc.workload and sc.checks
     assert sc.target.bridge or sc.target.interfaces
 
@@ -247,8 +247,8 @@ def test_enough_malformed_cases():
 
 def test_unreadable_file(tmp_path):
     with pytest.raises(UserError, match=r"cannot read scenario .*nope.yaml: No such file"):
-        scenario.load(tmp_path / "nope.yaml")
+        schema.load(tmp_path / "nope.yaml")
     binary = tmp_path / "bin.yaml"
     binary.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(UserError, match="not a text file"):
-        scenario.load(binary)
+        schema.load(binary)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ovslat.topology import Link, OvsInterface, classify
+from ovslat.discovery.topology import Link, OvsInterface, classify
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

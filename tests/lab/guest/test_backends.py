@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ovslat import testbed
+from ovslat.scenario import testbed
 from tests.ovslat_proc import Watch, interface
 
 UDP_PORT = 7001
@@ -42,6 +42,7 @@ def test_exact_counts(host_a, attach, backend):
         "slow": 0,
         "events_suppressed": 0,
         "dropped": 0,
+        "hops_lost": 0,
     }
     assert i["stages"]["enqueue_to_receive"]["count"] == 250
     assert i["stages"]["receive_to_ip"]["count"] == 250

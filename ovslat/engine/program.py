@@ -1,0 +1,491 @@
+"""Compiles bpf/ovslat.bpf.c once, attaches it with the best backend the
+kernel allows, and reads its maps. The only module that imports bcc."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bcc import BPF
+
+from ovslat import abi
+from ovslat.abi import BACKENDS, NDBG, NMAX, NPOINTS, ConfigFlag, IfaceFlag
+from ovslat.engine import nflink
+from ovslat.engine.btf import BtfError
+from ovslat.engine.kernel import HOOKS, KernelInfo, kprobes_supported, online_cpus
+from ovslat.errors import UserError
+from ovslat.model.histogram import NBUCKETS, Histogram
+from ovslat.model.snapshot import STAGES, Counters, Interface
+
+BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+SOURCE = BPF_DIR / "ovslat.bpf.c"
+MAX_HOPS = 256  # (from, to, kind) histograms; hops are found in traffic
+_KPROBE_FN = dict(zip(HOOKS, ("kprobe_enqueue", "kprobe_receive", "kprobe_ip"), strict=True))
+
+# What S3 means under each backend; shown by README and the reports.
+S3_MEANING = {
+    "fentry": "ip_rcv() entry (fentry)",
+    "kprobe": "ip_rcv() entry (kprobe)",
+    "tracepoint": "IPv4 PRE_ROUTING netfilter hook inside ip_rcv() (BPF netfilter link)",
+}
+
+
+# Functions a stack starts at (the hooks and the tracepoints' callers): the
+# frames above them are the BPF program and its trampoline, which bcc often
+# cannot even symbolize.
+_HOOK_FRAMES = (
+    "enqueue_to_backlog",
+    "__netif_receive_skb",
+    "ip_rcv",
+    "netif_rx_internal",
+    "netif_receive_skb",
+    "__netif_receive_skb_core",
+)
+
+
+def _from_hook(frames: list[str]) -> list[str]:
+    for i, frame in enumerate(frames[:8]):
+        if frame.split("+")[0].split(".")[0] in _HOOK_FRAMES:
+            return frames[i:]
+    return frames
+
+
+def _debug(c, point: int, counter: int) -> int:
+    # struct counters keeps debug[point][counter] flattened: bcc mirrors 1-D arrays only.
+    return c.debug[point * NDBG + counter]
+
+
+def _sum_cpus(per_cpu) -> Histogram:
+    """One struct hist per CPU -> their sum (max is kept per interval elsewhere)."""
+    buckets = [0] * NBUCKETS
+    total = 0
+    for h in per_cpu:
+        for i, n in enumerate(h.buckets):
+            if n:
+                buckets[i] += n
+        total += h.sum_ns
+    return Histogram(tuple(buckets), total, 0)
+
+
+# A packet waits in a backlog for microseconds to milliseconds; a record
+# this old belongs to a packet the kernel dropped without telling.
+FLOW_EXPIRY_S = 5.0
+
+
+class BackendUnavailable(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    backend: str = "auto"
+    max_ifaces: int = 64
+    max_flows: int = 10240
+    debug: bool = False
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """bcc and libbpf print straight to fd 2; keep that for the error message
+    instead of spraying it over the user's terminal."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        box = {"text": ""}
+        try:
+            yield box
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            box["text"] = tmp.read().decode(errors="replace")
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def cflags(kernel: KernelInfo, backend: str, o: EngineOptions) -> list[str]:
+    flags = [
+        f"-I{BPF_DIR}",
+        f"-DBACKEND_{backend.upper()}",
+        f"-DMAX_IFACES={o.max_ifaces}",
+        f"-DMAX_FLOWS={o.max_flows}",
+        f"-DMAX_HOPS={MAX_HOPS}",
+        f"-DOVSLAT_NR_CPUS={kernel.ncpus}",
+    ]
+    flags += [f"-D{k}={v}" for k, v in kernel.offsets.items()]
+    if o.debug:
+        flags.append("-DOVSLAT_DEBUG")
+    return flags
+
+
+class Program:
+    """The loaded, attached BPF program of one backend."""
+
+    def __init__(self, kernel: KernelInfo, backend: str, opts: EngineOptions):
+        self.kernel = kernel
+        self.backend = backend
+        self.opts = opts
+        self.notes: list[str] = []
+        self.s3: str | None = S3_MEANING[backend]
+        self._links: dict[int, int] = {}  # netns inode -> netfilter link fd
+        self._nf_fn = None
+        self._epoch = 0
+        self.bpf = self._compile_and_attach()
+        self._ifaces = self.bpf["ifaces"]
+        self._counters = self.bpf["counters"]
+        self._hists = self.bpf["hists"]
+        self._maxima = self.bpf["maxima"]
+        self._config_values: dict[str, int] = {}
+        self._hops = False
+        self._threshold = False
+        self._learning = True  # napi_poll attached, learning softnet_data
+        self.events_lost = 0  # slow-packet events lost to a full perf buffer
+        self.flow_expiry_s = FLOW_EXPIRY_S
+        self._write_config()
+        self.prime_backlogs()
+
+    # ---- loading -------------------------------------------------------
+    def _compile_and_attach(self) -> BPF:
+        symbols = self.kernel.hook_symbols()
+        if self.backend == "fentry":
+            missing = [h for h in HOOKS if not self.kernel.btf.has_func(h) or symbols[h] != h]
+            if missing:
+                raise BackendUnavailable(
+                    f"no BTF function for {', '.join(missing)} (inlined or renamed by GCC)"
+                )
+            if not BPF.support_kfunc():
+                raise BackendUnavailable("kernel has no BPF trampoline support")
+        if self.backend == "kprobe":
+            if not kprobes_supported():
+                raise BackendUnavailable("kernel built without CONFIG_KPROBES")
+            missing = [h for h in HOOKS if not symbols[h]]
+            if missing:
+                raise BackendUnavailable(f"no kernel symbol for {', '.join(missing)}")
+        b = None
+        failure = None
+        with _captured_stderr() as err:
+            try:
+                # fentry and raw tracepoint programs attach as they load.
+                flags = cflags(self.kernel, self.backend, self.opts)
+                b = BPF(src_file=str(SOURCE).encode(), cflags=flags)
+                if self.backend == "kprobe":
+                    for hook, fn in _KPROBE_FN.items():
+                        symbol = symbols[hook]
+                        assert symbol is not None  # `missing` above rejected unresolved hooks
+                        b.attach_kprobe(event=symbol.encode(), fn_name=fn.encode())
+            except Exception as e:  # bcc raises bare Exception for load/attach failures
+                failure = str(e).strip()
+                if b is not None:
+                    b.cleanup()
+        if failure is not None:
+            detail = _last_line(err["text"])
+            if (
+                self.backend == "fentry"
+                and "Operation not permitted" in detail
+                and os.geteuid() == 0
+            ):
+                # bcc says "Need super-user privileges" for any EPERM; as root it is the kernel
+                raise BackendUnavailable(
+                    "the kernel refuses to attach fentry programs (EPERM as root: BPF "
+                    "trampolines disabled or locked down)"
+                )
+            raise BackendUnavailable(failure + (f" ({detail})" if detail else ""))
+        if self.backend == "tracepoint":
+            self._load_netfilter(b)
+        return b
+
+    def _load_netfilter(self, b: BPF) -> None:
+        try:
+            prog_type = self.kernel.btf.enum_value("bpf_prog_type", "BPF_PROG_TYPE_NETFILTER")
+            self._nf_attach_type = self.kernel.btf.enum_value("bpf_attach_type", "BPF_NETFILTER")
+        except BtfError:
+            self.s3 = None
+            self.notes.append("S3 unavailable: kernel < 6.4 has no BPF netfilter hook")
+            return
+        with _captured_stderr():
+            try:
+                self._nf_fn = b.load_func(
+                    b"netfilter_ip_rcv", prog_type, attach_type=self._nf_attach_type
+                )
+            except Exception as e:
+                self.s3 = None
+                self.notes.append(f"S3 unavailable: netfilter program did not load ({e})")
+
+    # ---- run-time settings --------------------------------------------
+    def _write_config(self) -> None:
+        t = self.bpf["config"]
+        cfg = t.Leaf()
+        for name, value in self._config_values.items():
+            setattr(cfg, name, value)
+        if self._hops:
+            cfg.flags |= ConfigFlag.HOPS
+        if self._threshold:
+            cfg.flags |= ConfigFlag.THRESHOLD
+        cfg.epoch = self._epoch
+        cfg.backlog_poll_fn = self.kernel.kallsyms.get("process_backlog", 0)
+        t[t.Key(0)] = cfg
+
+    def set_filters(self, values: dict[str, int]) -> None:
+        self._config_values = dict(values)
+        self._write_config()
+
+    def set_threshold(
+        self, threshold_ns: int, events_per_s: int, on_event, stage: str = "enqueue_to_receive"
+    ) -> None:
+        """Slow-packet events: `stage` (S1 -> S2, or the transit between two
+        interfaces) above threshold_ns, at most events_per_s (split over the
+        CPUs), each handed to on_event(raw_event, stack)."""
+        per_cpu = max(1, -(-events_per_s // self.kernel.ncpus))
+        self._config_values.update(
+            threshold_ns=threshold_ns,
+            events_per_cpu_s=per_cpu,
+            threshold_stage=abi.THRESHOLD_STAGES.index(stage),
+        )
+        self._threshold = True
+        self._write_config()
+        stacks = self.bpf["stacks"]
+        table = self.bpf["events"]
+
+        def handle(_cpu, data, _size):
+            ev = ctypes.cast(data, ctypes.POINTER(abi.SlowEvent)).contents
+            frames = []
+            if ev.stack_id >= 0:
+                frames = [
+                    BPF.ksym(a, show_offset=True).decode(errors="replace")
+                    for a in stacks.walk(ev.stack_id)
+                ]
+                frames = _from_hook(frames)
+            on_event(ev, frames)
+
+        def lost(n):
+            self.events_lost += n
+
+        table.open_perf_buffer(handle, page_cnt=64, lost_cb=lost)
+
+    def poll_events(self) -> None:
+        self.bpf.perf_buffer_poll(timeout=0)
+
+    def read_drops(self) -> dict[int, dict[str, int]]:
+        """slot -> {kernel drop reason: count}, cumulative."""
+        names = self.kernel.btf.enum_names("skb_drop_reason")
+        out: dict[int, dict[str, int]] = {}
+        for k, per_cpu in self.bpf["drops"].items():
+            reason = names.get(k.reason, str(k.reason)).removeprefix("SKB_DROP_REASON_")
+            out.setdefault(k.slot, {})[reason] = sum(per_cpu)
+        return out
+
+    def set_hops(self, enabled: bool) -> None:
+        """Correlate packets across interfaces: worth its cost from two on."""
+        if enabled != self._hops:
+            self._hops = enabled
+            self._write_config()
+
+    def add_interface(self, iface: Interface) -> None:
+        if iface.slot >= self.opts.max_ifaces:
+            raise UserError(
+                f"too many interfaces: {iface.slot + 1} > --max-ifaces {self.opts.max_ifaces}"
+            )
+        self._clear_slot(iface.slot)
+        k = self._ifaces.Key(iface.netns_inode, iface.ifindex)
+        flags = IfaceFlag.NO_RPS if iface.rps is False else 0
+        self._ifaces[k] = self._ifaces.Leaf(iface.slot, flags)
+        if self._nf_fn is not None and iface.netns_inode not in self._links:
+            path = None if not iface.netns else f"/var/run/netns/{iface.netns}"
+            try:
+                self._links[iface.netns_inode] = nflink.link_create(
+                    self._nf_fn.fd, self._nf_attach_type, path
+                )
+            except OSError as e:
+                self.notes.append(f"S3 unavailable in {iface.netns or 'this netns'}: {e}")
+
+    def remove_interface(self, iface: Interface) -> None:
+        with contextlib.suppress(KeyError):
+            del self._ifaces[self._ifaces.Key(iface.netns_inode, iface.ifindex)]
+
+    def _clear_slot(self, slot: int) -> None:
+        self._counters.clearitem(self._counters.Key(slot))
+        for stage in range(len(STAGES)):
+            self._hists.clearitem(self._hists.Key(slot * len(STAGES) + stage))
+        for half in range(2):
+            self._maxima.clearitem(self._maxima.Key(half * self.opts.max_ifaces + slot))
+        self.bpf["hop_sources"].clearitem(self.bpf["hop_sources"].Key(slot))
+
+    # ---- reading --------------------------------------------------------
+    def read_counters(self, slot: int) -> tuple[Counters, tuple[tuple[int, ...], ...]]:
+        per_cpu = self._counters.getvalue(self._counters.Key(slot))
+        vals = {name: sum(getattr(c, name) for c in per_cpu) for name in abi.COUNTER_FIELDS}
+        debug: tuple[tuple[int, ...], ...] = ()
+        if self.opts.debug:
+            debug = tuple(
+                tuple(sum(_debug(c, p, i) for c in per_cpu) for i in range(NDBG))
+                for p in range(NPOINTS)
+            )
+        return Counters(**vals), debug
+
+    def read_probe_entries(self) -> tuple[int, ...]:
+        if not self.opts.debug:
+            return ()
+        per_cpu = self._counters.getvalue(self._counters.Key(self.opts.max_ifaces))
+        return tuple(sum(_debug(c, p, 0) for c in per_cpu) for p in range(NPOINTS))
+
+    def read_hist(self, slot: int, stage: int) -> Histogram:
+        return _sum_cpus(self._hists.getvalue(self._hists.Key(slot * len(STAGES) + stage)))
+
+    def read_hops(self) -> dict[tuple[int, int, int], Histogram]:
+        """(from slot, to slot, kind) -> cumulative histogram."""
+        return {
+            (getattr(k, "from"), k.to, k.kind): _sum_cpus(per_cpu)
+            for k, per_cpu in self.bpf["hop_hists"].items()
+        }
+
+    def flip_epoch(self, slots: list[int]) -> tuple[dict, dict]:
+        """Start a new interval for the maxima; return the last one's: per slot
+        (NMAX values) and per (from, to, kind) hop."""
+        old = self._epoch & 1
+        self._epoch += 1
+        self._write_config()
+        out = {}
+        for slot in slots:
+            k = self._maxima.Key(old * self.opts.max_ifaces + slot)
+            per_cpu = self._maxima.getvalue(k)
+            out[slot] = tuple(max(m.v[i] for m in per_cpu) for i in range(NMAX))
+            self._maxima.clearitem(k)
+        hops = {}
+        table = self.bpf["hop_maxima"]
+        for k, per_cpu in list(table.items()):
+            if k.half == old:
+                hops[(getattr(k, "from"), k.to, k.kind)] = max(per_cpu)
+                with contextlib.suppress(KeyError):
+                    del table[k]
+        return out, hops
+
+    def probe_cost_by_program(self) -> dict[str, tuple[int, int]]:
+        """name -> (run_time_ns, run_cnt) from fdinfo; both stay 0 unless
+        sysctl kernel.bpf_stats_enabled=1."""
+        out = {}
+        for name, fn in self.bpf.funcs.items():
+            ns = cnt = 0
+            try:
+                with open(f"/proc/self/fdinfo/{fn.fd}") as f:
+                    for line in f:
+                        key, _, val = line.partition(":")
+                        if key == "run_time_ns":
+                            ns = int(val)
+                        elif key == "run_cnt":
+                            cnt = int(val)
+            except OSError:
+                continue
+            out[name.decode()] = (ns, cnt)
+        return out
+
+    def probe_cost(self) -> tuple[int, int]:
+        """(run_time_ns, run_cnt) summed over all of this program's functions."""
+        costs = self.probe_cost_by_program().values()
+        return sum(ns for ns, _ in costs), sum(cnt for _, cnt in costs)
+
+    def expire_flows(self, older_than_s: float | None = None) -> int:
+        """Delete S1 records older than older_than_s (their S2 never came: the
+        kernel lost the packet without a kfree_skb); returns how many."""
+        flows = self.bpf["flows"]
+        age_s = self.flow_expiry_s if older_than_s is None else older_than_s
+        cutoff = time.clock_gettime_ns(time.CLOCK_MONOTONIC) - int(age_s * 1e9)
+        stale = [k for k, f in flows.items() if f.ts_enqueue_ns < cutoff]
+        for k in stale:
+            with contextlib.suppress(KeyError):
+                del flows[k]
+        return len(stale)
+
+    def prime_backlogs(self) -> None:
+        """Make every online CPU poll its backlog once, so the learner knows
+        them all and can be detached: one datagram to the loopback discard
+        port from a thread pinned to each CPU (loopback transmits through
+        netif_rx into the sending CPU's backlog)."""
+        saved = os.sched_getaffinity(0)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                for cpu in sorted(online_cpus() & saved):
+                    os.sched_setaffinity(0, {cpu})
+                    s.sendto(b"ovslat", ("127.0.0.1", 9))
+        except OSError:
+            pass  # no loopback here: the learner keeps learning from real traffic
+        finally:
+            os.sched_setaffinity(0, saved)
+        deadline = time.monotonic() + 0.2
+        while not self.stop_learning_backlogs() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def stop_learning_backlogs(self) -> bool:
+        """Once every online CPU's softnet_data is known, detach the napi_poll
+        learner: it runs at every NAPI poll of the machine (~30 ns each) and
+        has nothing left to learn. True once detached."""
+        if self._learning:
+            known = {cpu.value for cpu, sd in self.bpf["backlogs"].items() if sd.value}
+            if online_cpus() <= known:
+                self.bpf.detach_raw_tracepoint(tp=b"napi_poll")
+                self._learning = False
+        return not self._learning
+
+    def close(self) -> None:
+        for fd in self._links.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._links.clear()
+        if self.bpf is not None:
+            if self._threshold:
+                # close the perf readers while the map is still open; bcc's
+                # finalizer would try later and raise on the closed map
+                events = self.bpf["events"]
+                for key in list(events._open_key_fds):
+                    del events[key]
+            self.bpf.cleanup()
+            self.bpf = None
+
+
+def bcc_version() -> str:
+    import bcc
+
+    return getattr(bcc, "__version__", "unknown version")
+
+
+def open_program(kernel: KernelInfo, opts: EngineOptions) -> Program:
+    """The requested backend, or with 'auto' the first that loads and
+    attaches of fentry (cheapest), kprobe, tracepoint."""
+    if opts.backend != "auto" and opts.backend not in BACKENDS:
+        raise UserError(f"unknown backend {opts.backend!r}: use auto, {', '.join(BACKENDS)}")
+    order = BACKENDS if opts.backend == "auto" else (opts.backend,)
+    reasons = []
+    for backend in order:
+        try:
+            return Program(kernel, backend, opts)
+        except BackendUnavailable as e:
+            reasons.append(f"{backend}: {e}")
+    if opts.backend != "auto":
+        raise UserError(
+            f"--attach {opts.backend} is not usable on this kernel ({reasons[0]}); "
+            "try --attach auto or run `ovslat doctor`"
+        )
+    raise UserError("no BPF attach backend works on this kernel: " + "; ".join(reasons))
+
+
+def compile_only(kernel: KernelInfo, backend: str, opts: EngineOptions) -> list[str]:
+    """Compile `backend`'s variant and load every program through the verifier
+    without attaching; returns their names. Proves a backend's code on a
+    kernel that cannot attach it (kprobes on a kernel without CONFIG_KPROBES)."""
+    names = {"kprobe": list(_KPROBE_FN.values())}[backend]
+    with _captured_stderr():
+        b = BPF(src_file=str(SOURCE).encode(), cflags=cflags(kernel, backend, opts))
+        try:
+            for n in names:
+                b.load_func(n.encode(), BPF.KPROBE)
+        finally:
+            b.cleanup()
+    return names

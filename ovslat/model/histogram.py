@@ -1,0 +1,122 @@
+"""Latency histogram arithmetic shared by every output.
+
+The kernel side (bpf/ovslat.bpf.c: bucket_of) keeps log-linear buckets in
+nanoseconds: 4 per power of two, so a bucket is at most 25% wide and a
+percentile read from it is within 12.5% of the true value when reported at
+the bucket's midpoint. The last bucket is open-ended: nothing wraps or is lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ovslat.abi import NBUCKETS
+
+RESOLUTION = "4 log-linear buckets per power of two (bucket width <= 25%)"
+
+
+def bucket_of(ns: int) -> int:
+    if ns < 4:
+        return ns
+    m = ns.bit_length() - 1
+    b = (m - 1) * 4 + ((ns >> (m - 2)) & 3)
+    return min(b, NBUCKETS - 1)
+
+
+def bucket_bounds(b: int) -> tuple[int, int]:
+    """[low, high) in ns; the last bucket's high is its nominal bound."""
+    if b < 4:
+        return b, b + 1
+    m, s = b // 4 + 1, b % 4
+    return (4 + s) << (m - 2), (5 + s) << (m - 2)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts per bucket (a tuple of NBUCKETS), their sum in ns, exact max in ns."""
+
+    buckets: tuple[int, ...]
+    sum_ns: int = 0
+    max_ns: int = 0
+
+    @classmethod
+    def empty(cls) -> Histogram:
+        return cls((0,) * NBUCKETS)
+
+    @property
+    def count(self) -> int:
+        return sum(self.buckets)
+
+    def __sub__(self, older: Histogram) -> Histogram:
+        """The part recorded since `older` (max stays this one's: maxima are per interval)."""
+        return Histogram(
+            tuple(a - b for a, b in zip(self.buckets, older.buckets, strict=True)),
+            self.sum_ns - older.sum_ns,
+            self.max_ns,
+        )
+
+    def __add__(self, other: Histogram) -> Histogram:
+        return Histogram(
+            tuple(a + b for a, b in zip(self.buckets, other.buckets, strict=True)),
+            self.sum_ns + other.sum_ns,
+            max(self.max_ns, other.max_ns),
+        )
+
+    def percentile_ns(self, q: float) -> float | None:
+        """The q-quantile (0 < q <= 1), interpolated inside its bucket and
+        clamped to the exact maximum; None when empty."""
+        total = self.count
+        if not total:
+            return None
+        rank = q * total
+        seen = 0
+        for b, n in enumerate(self.buckets):
+            if not n:
+                continue
+            if seen + n >= rank:
+                low, high = bucket_bounds(b)
+                value = low + (high - low) * max(rank - seen, 0) / n
+                return min(value, self.max_ns) if self.max_ns else value
+            seen += n
+        return float(self.max_ns)
+
+    def mean_ns(self) -> float | None:
+        total = self.count
+        return self.sum_ns / total if total else None
+
+    def log2_us(self) -> list[tuple[int, int, int]]:
+        """Counts regrouped into the seed tool's microsecond power-of-two rows:
+        (low_us, high_us, count) for 0-1us, 2-3us, 4-7us, ... up to the last used row.
+        A nanosecond bucket straddling a row boundary goes to its midpoint's row."""
+        rows: dict[int, int] = {}
+        for b, n in enumerate(self.buckets):
+            if n:
+                low, high = bucket_bounds(b)
+                mid_us = (low + high) // 2000
+                row = 0 if mid_us < 2 else mid_us.bit_length() - 1
+                rows[row] = rows.get(row, 0) + n
+        if not rows:
+            return []
+        out = []
+        for row in range(max(rows) + 1):
+            low = 0 if row == 0 else 1 << row
+            out.append((low, (1 << (row + 1)) - 1, rows.get(row, 0)))
+        return out
+
+
+def _us(ns: float | None) -> float | None:
+    return None if ns is None else round(ns / 1000.0, 3)
+
+
+def latency_figures(h: Histogram) -> dict[str, float | int | None]:
+    """The figures every output names a stage by (JSON keys, scenario checks,
+    summary.md): count, mean and percentiles in microseconds, max."""
+    return {
+        "count": h.count,
+        "mean_us": _us(h.mean_ns()),
+        "p50_us": _us(h.percentile_ns(0.50)),
+        "p90_us": _us(h.percentile_ns(0.90)),
+        "p99_us": _us(h.percentile_ns(0.99)),
+        "p999_us": _us(h.percentile_ns(0.999)),
+        "max_us": _us(h.max_ns) if h.count else None,
+    }

@@ -1,0 +1,385 @@
+"""Self-contained test hosts: network namespaces, veths, a private OVS
+(ovsdb-server + ovs-vswitchd of our own) and traffic of exact, bounded size.
+
+Used by the demo, the tests and the benchmark. Builds topology only; it never
+reads OVS state back (discovery does that, through OVSDB). Addresses come from
+198.18.0.0/15 and traffic never leaves the namespaces it creates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+from ovslat.errors import UserError
+
+OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise UserError("building test hosts needs root: run it with sudo")
+
+
+def sh(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=check, capture_output=True, text=True, **kw)
+
+
+def sysctl(key: str, value: str, netns: str | None = None) -> None:
+    prefix = ("ip", "netns", "exec", netns) if netns else ()
+    sh(*prefix, "sysctl", "-qw", f"{key}={value}")
+
+
+def wait_until(pred, timeout_s: float = 10.0, what: str = "condition") -> None:
+    """Poll pred() with a short backoff: a readiness check, not a fixed sleep."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout_s}s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+class Netns:
+    """A named network namespace with lo up; deleted (with everything in it) on exit."""
+
+    def __init__(self, label: str):
+        self.name = f"ovt-{label}-{secrets.token_hex(3)}"
+        self.veths: list[str] = []  # root-side ends of veths into this namespace
+
+    def __enter__(self) -> Netns:
+        sh("ip", "netns", "add", self.name)
+        self.run("ip", "link", "set", "lo", "up")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        # Deleting a namespace destroys its devices later, from a workqueue;
+        # delete the veths now, so that their names are free when we return.
+        for name in self.veths:
+            sh("ip", "link", "del", name, check=False)
+        sh("ip", "netns", "del", self.name, check=False)
+
+    def argv(self, *argv: str, cpu: int | None = None) -> list[str]:
+        pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+        return [*pin, "ip", "netns", "exec", self.name, *argv]
+
+    def run(self, *argv: str, cpu: int | None = None, check: bool = True, **kw):
+        return sh(*self.argv(*argv, cpu=cpu), check=check, **kw)
+
+
+@dataclass(frozen=True)
+class Veth:
+    root: str
+    peer: str
+    netns: str
+
+
+def _no_ipv6(ifname: str, netns: str | None = None) -> None:
+    # Router solicitations, MLD and DAD would add packets nobody sent on purpose.
+    sysctl(f"net.ipv6.conf.{ifname}.disable_ipv6", "1", netns)
+
+
+def veth(
+    root_name: str,
+    ns: Netns,
+    peer_name: str,
+    root_addr: str | None,
+    peer_addr: str | None,
+    prefix: int = 24,
+) -> Veth:
+    """A veth pair, one end here and one in `ns`, both up, IPv6 off. It goes
+    away with the namespace (deleting one end deletes the pair)."""
+    sh("ip", "link", "add", root_name, "type", "veth", "peer", "name", peer_name, "netns", ns.name)
+    ns.veths.append(root_name)
+    _no_ipv6(root_name)
+    _no_ipv6(peer_name, ns.name)
+    if root_addr:
+        sh("ip", "addr", "add", f"{root_addr}/{prefix}", "dev", root_name)
+    else:
+        # An end without an address is a bridge uplink. Linux would still answer
+        # ARP on it for addresses of other interfaces (the bridge port's), and
+        # the client's packets would then go to this veth's MAC, around OVS.
+        sysctl(f"net.ipv4.conf.{root_name}.arp_ignore", "8")
+    if peer_addr:
+        ns.run("ip", "addr", "add", f"{peer_addr}/{prefix}", "dev", peer_name)
+    sh("ip", "link", "set", root_name, "up")
+    ns.run("ip", "link", "set", peer_name, "up")
+    return Veth(root_name, peer_name, ns.name)
+
+
+def address_port(ifname: str, addr: str, prefix: int = 24) -> None:
+    """Give an interface here (e.g. a bridge's internal port) an address, IPv6 off, up."""
+    _no_ipv6(ifname)
+    sh("ip", "addr", "add", f"{addr}/{prefix}", "dev", ifname)
+    sh("ip", "link", "set", ifname, "up")
+
+
+@contextlib.contextmanager
+def rps(ifname: str, cpumask: str):
+    """Receive Packet Steering on every RX queue of ifname; restored on exit."""
+    qdir = f"/sys/class/net/{ifname}/queues"
+    paths = [f"{qdir}/{q}/rps_cpus" for q in sorted(os.listdir(qdir)) if q.startswith("rx-")]
+    saved = {}
+    for p in paths:
+        with open(p) as f:
+            saved[p] = f.read().strip()
+        with open(p, "w") as f:
+            f.write(cpumask)
+    try:
+        yield
+    finally:
+        for p, v in saved.items():
+            with contextlib.suppress(OSError):  # the device may be gone already
+                with open(p, "w") as f:
+                    f.write(v)
+
+
+# ---- traffic ----------------------------------------------------------------
+
+_UDP_SENDER = """
+import socket, sys, time
+dst, port, count, sport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+if sport:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", sport))
+paced = sys.argv[5] == "1"
+payload = b"x" * 32
+for i in range(count):
+    s.sendto(payload, (dst, port))
+    if paced and i % 200 == 199:
+        time.sleep(0.001)  # let a steered-to CPU drain its backlog: no drops
+"""
+
+_SYN_SENDER = """
+import errno, socket, sys
+dst, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for _ in range(count):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(2)
+    r = s.connect_ex((dst, port))
+    s.close()
+    if r != errno.ECONNREFUSED:
+        sys.exit(f"connect to {dst}:{port} gave {errno.errorcode.get(r, r)}, want ECONNREFUSED")
+"""
+
+
+_PACED_SENDER = """
+import socket, sys, time
+dst, port, pps, duration = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+limit = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+start = time.monotonic()
+n = 0
+while time.monotonic() - start < duration and not (limit and n >= limit):
+    s.sendto(b"x" * 64, (dst, port))
+    n += 1
+    ahead = n / pps - (time.monotonic() - start)
+    if ahead > 0:
+        time.sleep(ahead)
+"""
+
+
+def udp_argv(
+    dst: str,
+    port: int,
+    count: int | None = None,
+    pps: float | None = None,
+    duration_s: float | None = None,
+    src_port: int | None = None,
+) -> list[str]:
+    """The command that sends exactly `count` datagrams (paced so a backlog is
+    not overrun), or a stream at `pps` for duration_s, or `count` at `pps`:
+    for scenario steps."""
+    if count is not None and pps is not None:
+        return [sys.executable, "-c", _PACED_SENDER, dst, str(port), str(pps), "1e9", str(count)]
+    if count is not None:
+        return [
+            sys.executable,
+            "-c",
+            _UDP_SENDER,
+            dst,
+            str(port),
+            str(count),
+            str(src_port or 0),
+            "1",
+        ]
+    return [sys.executable, "-c", _PACED_SENDER, dst, str(port), str(pps), str(duration_s)]
+
+
+def paced_udp(ns: Netns, dst: str, port: int, pps: float, duration_s: float) -> subprocess.Popen:
+    """A background UDP stream at `pps` that stops by itself after duration_s.
+    The caller ends it earlier, by this Popen, if it is done sooner."""
+    return subprocess.Popen(
+        ns.argv(sys.executable, "-c", _PACED_SENDER, dst, str(port), str(pps), str(duration_s)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def send_udp(
+    ns: Netns,
+    dst: str,
+    port: int,
+    count: int,
+    src_port: int | None = None,
+    cpu: int | None = None,
+    paced: bool = True,
+) -> None:
+    """Exactly `count` IPv4 UDP datagrams (32-byte payload) from `ns` to dst:port.
+    With no listener the target answers ICMP port unreachable, which travels the
+    other way. cpu pins the sender, so RPS tests know where packets start.
+    paced=False sends back to back, to overflow a backlog on purpose."""
+    args = (dst, str(port), str(count), str(src_port or 0), "1" if paced else "0")
+    ns.run(sys.executable, "-c", _UDP_SENDER, *args, cpu=cpu)
+
+
+def send_tcp_syn(ns: Netns, dst: str, port: int, count: int) -> None:
+    """Exactly `count` TCP SYNs: connects to a port with no listener, each
+    refused by an RST at once, so none is retransmitted."""
+    ns.run(sys.executable, "-c", _SYN_SENDER, dst, str(port), str(count))
+
+
+def ping(ns: Netns, dst: str, count: int, interval: float = 0.01) -> int:
+    """Exactly `count` ICMP echo requests from ns to dst; returns the replies
+    received (waiting up to 5 s for late ones). The first one may be preceded
+    by ARP, which is not IPv4."""
+    r = ns.run(
+        "ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", "5", dst, check=False
+    )
+    for line in r.stdout.splitlines():
+        if "packets transmitted" in line:
+            sent, received = (int(part.split()[0]) for part in line.split(",")[:2])
+            assert sent == count, line
+            return received
+    raise RuntimeError(f"ping gave no summary: {r.stdout} {r.stderr}")
+
+
+# ---- a private Open vSwitch ---------------------------------------------------
+
+
+def kernel_datapath() -> bool:
+    """Whether the openvswitch kernel module loads here (else: the netdev datapath)."""
+    return sh("modprobe", "-q", "openvswitch", check=False).returncode == 0
+
+
+class OvsDaemons:
+    """ovsdb-server and ovs-vswitchd of our own, with a fresh database and
+    private sockets, so tests and the demo never touch a system OVS.
+
+    datapath 'netdev' (userspace; works on any kernel — the bridge's internal
+    port is a tap) or 'system' (the openvswitch kernel module)."""
+
+    def __init__(self, datapath: str = "netdev"):
+        self.datapath = datapath
+        self.dir = tempfile.mkdtemp(prefix="ovslat-ovs-")
+        self.db_sock = f"unix:{self.dir}/db.sock"
+        self._procs: list[subprocess.Popen] = []
+        self._bridges: list[str] = []
+        self.env = {
+            **os.environ,
+            "OVS_RUNDIR": self.dir,
+            "OVS_LOGDIR": self.dir,
+            "OVS_DBDIR": self.dir,
+        }
+
+    def _start(self, *argv: str) -> None:
+        log = open(os.path.join(self.dir, os.path.basename(argv[0]) + ".out"), "w")
+        self._procs.append(
+            subprocess.Popen(argv, env=self.env, stdout=log, stderr=log, start_new_session=True)
+        )
+        log.close()
+
+    def __enter__(self) -> OvsDaemons:
+        try:
+            if self.datapath == "system":
+                sh("modprobe", "openvswitch")
+            sh("ovsdb-tool", "create", f"{self.dir}/conf.db", OVS_SCHEMA)
+            self._db_argv = (
+                "ovsdb-server",
+                f"{self.dir}/conf.db",
+                f"--remote=p{self.db_sock}",
+                f"--unixctl={self.dir}/ovsdb-server.ctl",
+                f"--log-file={self.dir}/ovsdb-server.log",
+            )
+            self._start(*self._db_argv)
+            wait_until(
+                lambda: self.vsctl("--no-wait", "init", check=False).returncode == 0,
+                what="ovsdb-server",
+            )
+            self._start(
+                "ovs-vswitchd",
+                self.db_sock,
+                f"--unixctl={self.dir}/ovs-vswitchd.ctl",
+                f"--log-file={self.dir}/ovs-vswitchd.log",
+            )
+            ctl = f"{self.dir}/ovs-vswitchd.ctl"
+            wait_until(
+                lambda: sh("ovs-appctl", "-t", ctl, "version", check=False).returncode == 0,
+                what="ovs-vswitchd",
+            )
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def restart_db(self) -> None:
+        """Stop our ovsdb-server (by pid) and start it again on the same
+        database and socket, as an upgrade or a crash would: clients must
+        reconnect. ovs-vswitchd keeps running and reconnects too."""
+        server = self._procs[0]
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+        self._start(*self._db_argv)
+        self._procs[0] = self._procs.pop()  # the new server, where the old one was
+        wait_until(
+            lambda: self.vsctl("--no-wait", "show", check=False).returncode == 0,
+            what="ovsdb-server after restart",
+        )
+
+    def vsctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return sh(
+            "ovs-vsctl", f"--db={self.db_sock}", "--timeout=20", *args, check=check, env=self.env
+        )
+
+    def add_bridge(self, name: str) -> str:
+        extra = ["--", "set", "bridge", name, f"datapath_type={self.datapath}"]
+        self.vsctl("add-br", name, *extra)
+        self._bridges.append(name)
+        wait_until(lambda: os.path.exists(f"/sys/class/net/{name}"), what=f"bridge {name}")
+        return name
+
+    def add_port(self, bridge: str, iface: str, *settings: str) -> None:
+        extra = ["--", "set", "interface", iface, *settings] if settings else []
+        self.vsctl("add-port", bridge, iface, *extra)
+
+    def del_port(self, bridge: str, iface: str) -> None:
+        self.vsctl("del-port", bridge, iface)
+
+    def __exit__(self, *exc) -> None:
+        for br in reversed(self._bridges):
+            self.vsctl("--if-exists", "del-br", br, check=False)
+        self._bridges.clear()
+        ctl = f"{self.dir}/ovs-vswitchd.ctl"
+        if os.path.exists(ctl):
+            # --cleanup: the netdev datapath's taps (ovs-netdev) outlive a plain exit
+            sh("ovs-appctl", "-t", ctl, "exit", "--cleanup", check=False, timeout=10)
+        for p in reversed(self._procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self._procs.clear()
+        shutil.rmtree(self.dir, ignore_errors=True)
