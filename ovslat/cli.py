@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import signal
 import sys
 
 from ovslat import abi
@@ -211,6 +213,9 @@ def _export(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # `kill -USR1 PID` prints every thread's Python stack to stderr: how a
+    # stuck ovslat says where it is (the tests ask for it before they kill one)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     commands = {
         "watch": _watch,
         "demo": _demo,

@@ -50,6 +50,7 @@ class Watch:
             try:
                 rec = self.records.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
+                self.dump_stacks()
                 self.kill()
                 raise AssertionError(
                     f"ovslat gave no {want or 'record'} in {timeout_s}s: " f"{self._stderr()}"
@@ -112,6 +113,13 @@ class Watch:
         rc = self.proc.wait(timeout=timeout_s)
         assert rc == 0, f"ovslat exited {rc}: {self._stderr()}"
         return self.summary
+
+    def dump_stacks(self) -> None:
+        """A stuck ovslat prints its threads' Python stacks on SIGUSR1 (cli.main):
+        ask before killing it, so that the failure says where it was."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)  # faulthandler writes at once; no signal says it is done
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -134,24 +134,40 @@ def _check_memory(o: WatchOptions, ncpus: int) -> None:
 class Stop:
     """SIGINT, SIGTERM and SIGHUP (a closed terminal or ssh session) set
     `event`, so a loop wakes at once and ends cleanly, with its summary;
-    `caught` tells a signal from other reasons to stop."""
+    `caught` tells a signal from other reasons to stop.
+
+    The handler never calls event.set() itself: a handler runs in the main
+    thread between two bytecodes, possibly while that thread holds the
+    event's lock inside event.wait(), and set() would then wait for it
+    forever (seen: a SIGINT'd watch that never printed its summary). It
+    writes a byte to a pipe instead; a relay thread sets the event."""
 
     def __enter__(self) -> Stop:
         self.event = threading.Event()
         self.caught = False
-        self._saved = {}
+        self._saved: dict = {}
+        self._read_fd, self._write_fd = os.pipe()
+        self._relay = threading.Thread(target=self._relay_signals, name="signals", daemon=True)
+        self._relay.start()
 
         def handler(*_):
             self.caught = True
-            self.event.set()
+            os.write(self._write_fd, b"s")  # no lock taken: safe in a handler
 
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._saved[sig] = signal.signal(sig, handler)
         return self
 
+    def _relay_signals(self) -> None:
+        while os.read(self._read_fd, 1):  # b"" once __exit__ closes the write end
+            self.event.set()
+        os.close(self._read_fd)
+
     def __exit__(self, *exc) -> None:
         for sig, handler in self._saved.items():
             signal.signal(sig, handler)
+        os.close(self._write_fd)
+        self._relay.join()
 
 
 class Session:

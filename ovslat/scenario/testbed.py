@@ -351,6 +351,10 @@ class OvsDaemons:
             "ovs-vsctl", f"--db={self.db_sock}", "--timeout=20", *args, check=check, env=self.env
         )
 
+    def ofctl(self, *args: str) -> subprocess.CompletedProcess:
+        """ovs-ofctl on our bridges (their management sockets are in our rundir)."""
+        return sh("ovs-ofctl", *args, env=self.env)
+
     def add_bridge(self, name: str) -> str:
         extra = ["--", "set", "bridge", name, f"datapath_type={self.datapath}"]
         self.vsctl("add-br", name, *extra)

@@ -11,7 +11,7 @@ import pytest
 
 from ovslat.scenario import testbed
 from tests.host.conftest import kernel_has_kprobes
-from tests.ovslat_proc import Watch, interface, ovslat_prog_ids, run_ovslat
+from tests.ovslat_proc import REPO, Watch, interface, ovslat_prog_ids, run_ovslat
 
 UDP_PORT, OTHER_UDP_PORT, TCP_PORT = 5001, 5003, 5002
 
@@ -265,3 +265,65 @@ def test_kprobe_program_passes_the_verifier_here():
 
     names = compile_only(KernelInfo.probe(), "kprobe", EngineOptions(debug=True))
     assert names == ["kprobe_enqueue", "kprobe_receive", "kprobe_ip"]
+
+
+_BCC_LAYOUT = """
+import ctypes, json, sys
+from bcc import BPF
+from ovslat.engine.kernel import KernelInfo
+from ovslat.engine.program import SOURCE, EngineOptions, cflags
+
+def layout(t):
+    fields = [f[0] for f in getattr(t, "_fields_", ()) if not f[0].startswith("__pad")]
+    return [ctypes.sizeof(t), [[f, getattr(t, f).offset] for f in fields]]
+
+b = BPF(src_file=str(SOURCE).encode(), cflags=cflags(KernelInfo.probe(), "kprobe", EngineOptions()))
+out = {}
+for name in sys.argv[1:]:
+    t = b[name.encode()]
+    # per-CPU tables: Leaf is the array of every CPU's value, sLeaf one value
+    out[name] = [layout(t.Key), layout(getattr(t, "sLeaf", t.Leaf))]
+b.cleanup()
+print(json.dumps(out))
+"""
+
+
+def test_bcc_compiles_the_abi_of_abi_py():
+    """The maps' key and value types bcc derives from the C are the ctypes
+    mirrors of ovslat/abi.py, field by field and byte for byte, as compiled
+    for this kernel (tests/unit/test_abi.py holds the header text). In a
+    process of its own, which takes the programs it loads with it."""
+    import ctypes
+    import json
+    import sys
+
+    from ovslat import abi
+
+    def layout(t):
+        return [ctypes.sizeof(t), [[f[0], getattr(t, f[0]).offset] for f in t._fields_]]
+
+    maps = {
+        "ifaces": (abi.IfaceKey, abi.IfaceVal),
+        "config": (None, abi.Config),
+        "counters": (None, abi.Counters),
+        "hists": (None, abi.Hist),
+        "maxima": (None, abi.Maxima),
+        "flows": (None, abi.Flow),
+        "last_rx": (None, abi.LastReceive),
+        "hop_marks": (None, abi.HopEntry),
+        "hop_hists": (abi.HopKey, abi.Hist),
+        "drops": (abi.DropKey, None),
+    }
+    r = subprocess.run(
+        [sys.executable, "-c", _BCC_LAYOUT, *maps],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    compiled = json.loads(r.stdout.splitlines()[-1])
+    for name, (key, leaf) in maps.items():
+        for theirs, ours in zip(compiled[name], (key, leaf), strict=True):
+            if ours is not None:
+                assert theirs == layout(ours), name

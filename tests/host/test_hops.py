@@ -5,6 +5,9 @@ bridge's port, matched by its headers."""
 from __future__ import annotations
 
 import contextlib
+import socket
+import struct
+import sys
 
 import pytest
 
@@ -15,16 +18,21 @@ BR, UP = "ovt-hbr", "ovt-hu0"
 
 
 @pytest.fixture
-def client():
-    """A client namespace on a veth uplink UP of a netdev bridge BR whose
-    internal port holds 198.18.64.1; ARP and flows warmed up."""
+def bridge():
+    """(our OVS, a client namespace) on a veth uplink UP of a netdev bridge BR
+    whose internal port holds 198.18.64.1; ARP and flows warmed up."""
     with testbed.OvsDaemons("netdev") as ovs, testbed.Netns("h") as nh:
         ovs.add_bridge(BR)
         testbed.veth(UP, nh, "ovt-hu1", None, "198.18.64.2")
         ovs.add_port(BR, UP)
         testbed.address_port(BR, "198.18.64.1")
         assert testbed.ping(nh, "198.18.64.1", 3) == 3
-        yield nh
+        yield ovs, nh
+
+
+@pytest.fixture
+def client(bridge):
+    return bridge[1]
 
 
 def hop(summary, src, dst):
@@ -112,3 +120,78 @@ def test_slow_transit_events(client):
         assert (
             ev["diagnosis"].startswith("slow transit: ") and f"from S2 on {UP}" in ev["diagnosis"]
         )
+
+
+# ---- a lost hop is counted -----------------------------------------------------------
+M32 = 0xFFFFFFFF
+
+
+def _le32(b: bytes) -> int:
+    return int.from_bytes(b, "little")
+
+
+def _mix32(h: int, v: int) -> int:
+    h = (h ^ (v * 0x9E3779B1)) & M32
+    return (((h << 13 | h >> 19) & M32) * 5 + 0xE6546B64) & M32
+
+
+def hop_slot(src: str, dst: str, sport: int, dport: int, ip_id: int, length: int) -> int:
+    """The table slot bpf/ovslat.bpf.c gives a UDP packet's mark (parse()'s
+    fingerprint, hop_slot()'s finaliser, HOP_SLOTS): the fields as the kernel
+    holds them, in network byte order, read as little-endian words."""
+    saddr, daddr = _le32(socket.inet_aton(src)), _le32(socket.inet_aton(dst))
+    ident = _le32(struct.pack("!H", ip_id) + b"\0\0")
+    tot_len = _le32(struct.pack("!H", length) + b"\0\0")
+    l4 = _le32(struct.pack("!HH", sport, dport))
+    h = _mix32(_mix32(_mix32(saddr, daddr), (ident << 16 | tot_len) & M32), l4 ^ socket.IPPROTO_UDP)
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & M32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & M32
+    h ^= h >> 16
+    return h & (16384 - 1)
+
+
+_RAW_UDP = """
+import socket, struct, sys
+src, dst, sport, dport, ip_id = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
+payload = b"x" * 32
+udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), ip_id, 0x4000, 64, 17, 0,
+                 socket.inet_aton(src), socket.inet_aton(dst))  # the kernel fills the checksum
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+s.sendto(ip + udp, (dst, 0))
+"""
+
+
+def test_a_lost_hop_is_counted(bridge):
+    """A mark still waiting for its next interface, overwritten by another
+    packet, is one hop lost on the interface that left it. Packet A is dropped
+    by an OpenFlow rule (its mark waits); packet B, built to take A's slot in
+    the mark table, overwrites it: the uplink's hops_lost is exactly 1, and B's
+    own hop is still seen."""
+    ovs, nh = bridge
+    src, dst, length = "198.18.64.2", "198.18.64.1", 20 + 8 + 32
+    ovs.ofctl("add-flow", BR, "priority=100,udp,tp_dst=7777,actions=drop")
+    slot_a = hop_slot(src, dst, 40300, 7777, 1000, length)
+    ip_id_b = next(
+        i for i in range(1, 1 << 16) if hop_slot(src, dst, 40300, 5001, i, length) == slot_a
+    )
+
+    def at_bridge(w) -> int:  # S2 on the bridge's tap, through the backlog or not
+        return w.totals(BR).get("received", 0) + w.totals(BR).get("flow_lookup_failures", 0)
+
+    def send(dport: int, ip_id: int) -> None:
+        nh.run(sys.executable, "-c", _RAW_UDP, src, dst, "40300", str(dport), str(ip_id))
+
+    with Watch(["-i", UP, "-i", BR, "--protocol", "udp"]) as w:
+        send(5001, 7)  # the uplink starts a hop: from now on its lost marks count
+        w.wait_for(lambda w: at_bridge(w) >= 1)
+        send(7777, 1000)  # A: received on the uplink, dropped by OVS
+        w.wait_for(lambda w: w.totals(UP).get("received", 0) >= 2)
+        send(5001, ip_id_b)  # B: same slot as A, within A's one-second window
+        w.wait_for(lambda w: at_bridge(w) >= 2)
+        summary = w.stop()
+    assert interface(summary, UP)["counters"]["hops_lost"] == 1
+    assert interface(summary, BR)["counters"]["hops_lost"] == 0
+    assert hop(summary, UP, BR)["count"] == 2
