@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import signal
 import sys
@@ -215,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # `kill -USR1 PID` prints every thread's Python stack to stderr: how a
     # stuck ovslat says where it is (the tests ask for it before they kill one)
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    if sys.__stderr__ is not None:
+        with contextlib.suppress(OSError, ValueError):  # an stderr without a file descriptor
+            faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     commands = {
         "watch": _watch,
         "demo": _demo,

@@ -6,7 +6,6 @@ from __future__ import annotations
 from ovslat.discovery import netlink
 from ovslat.discovery.ovsdb import Ovsdb
 from ovslat.discovery.topology import ROLES, Bridge, classify
-from ovslat.engine.kernel import netns_inode
 from ovslat.errors import UserError
 from ovslat.model.snapshot import Interface
 
@@ -21,7 +20,7 @@ class BridgeSource:
         self.name = bridge
         self.only, self.exclude = only, exclude
         self._db = Ovsdb(db)
-        self._netns = netns_inode()
+        self._netns = netlink.netns_inode()
         self.current = self._resolve()
 
     def _resolve(self) -> Bridge:

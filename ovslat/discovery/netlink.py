@@ -9,11 +9,15 @@ import os
 from pyroute2 import IPRoute, NetNS
 
 from ovslat.discovery.topology import Link
-from ovslat.engine.kernel import netns_inode
 from ovslat.errors import UserError
 from ovslat.model.snapshot import Interface
 
 NETNS_DIR = "/var/run/netns"
+
+
+def netns_inode(path: str = "/proc/self/ns/net") -> int:
+    """The inode that names a network namespace: half of the BPF interface key."""
+    return os.stat(path).st_ino
 
 
 def resolve(spec: str) -> Interface:

@@ -97,10 +97,6 @@ def online_cpus(path: str = "/sys/devices/system/cpu/online") -> set[int]:
     return out
 
 
-def netns_inode(path: str = "/proc/self/ns/net") -> int:
-    return os.stat(path).st_ino
-
-
 @dataclass(frozen=True)
 class KernelInfo:
     release: str
