@@ -31,8 +31,11 @@ def test_demo_json_is_consistent():
     # stream runs while ovslat attaches and stops, so a packet or two in flight
     # at either end is counted on one side only.
     assert up["enqueued"] > 500
-    counts = [up["enqueued"], up["received"], br["enqueued"], br["received"], br["ip_rcv"]]
+    counts = [up["enqueued"], up["received"], br["enqueued"]]
     assert max(counts) - min(counts) <= 4, counts
+    # the bridge port is a tap with RPS on the netdev datapath: the kernel's own
+    # loss there (README, "Known limits", up to 1%) is in flight, not received
+    assert br["enqueued"] * 0.98 <= br["ip_rcv"] <= br["received"] <= br["enqueued"], br
     assert up["flow_lookup_failures"] + br["flow_lookup_failures"] <= 2
     # nothing left behind
     assert not any(
