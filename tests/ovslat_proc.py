@@ -170,3 +170,15 @@ def ovslat_prog_ids() -> set[int]:
         for p in json.loads(out)
         if any(p.get("name", "").startswith(n) for n in OVSLAT_PROGRAMS)
     }
+
+
+def programs_left(before: set[int], timeout_s: float = 5.0) -> set[int]:
+    """ovslat's programs loaded now that were not in `before`, once the kernel
+    has had up to timeout_s to release them: a program goes when its last
+    reference does, and the kernel may drop that one after the process that
+    loaded it has closed its descriptors (links released from work queues and
+    RCU callbacks). Polls the kernel's own list; returns at once when clean."""
+    deadline = time.monotonic() + timeout_s
+    while (left := ovslat_prog_ids() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left

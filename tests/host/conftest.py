@@ -9,7 +9,7 @@ import os
 import pytest
 
 from ovslat.scenario import testbed
-from tests.ovslat_proc import ovslat_prog_ids
+from tests.ovslat_proc import ovslat_prog_ids, programs_left
 
 
 def pytest_collection_modifyitems(items):
@@ -28,7 +28,7 @@ def no_program_left(root):
     """ovslat's programs only (by name): the machine may run BPF of its own."""
     before = ovslat_prog_ids()
     yield
-    assert ovslat_prog_ids() <= before, "an ovslat BPF program outlived its process"
+    assert not programs_left(before), "an ovslat BPF program outlived its process"
 
 
 @pytest.fixture(scope="session")

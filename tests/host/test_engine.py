@@ -11,7 +11,7 @@ import pytest
 
 from ovslat.scenario import testbed
 from tests.host.conftest import kernel_has_kprobes
-from tests.ovslat_proc import REPO, Watch, interface, ovslat_prog_ids, run_ovslat
+from tests.ovslat_proc import REPO, Watch, interface, ovslat_prog_ids, programs_left, run_ovslat
 
 UDP_PORT, OTHER_UDP_PORT, TCP_PORT = 5001, 5003, 5002
 
@@ -225,7 +225,7 @@ def test_clean_exit_detaches_everything(host_a, how):
             w.wait_for(lambda w: w.totals("ovt-a0").get("ip_rcv", 0) >= 20)
             summary = w.stop(signal.SIGINT if how == "sigint" else signal.SIGTERM)
     assert interface(summary, "ovt-a0")["counters"]["enqueued"] == 20
-    assert ovslat_prog_ids() - before == set()
+    assert programs_left(before) == set()
 
 
 @pytest.mark.parametrize(

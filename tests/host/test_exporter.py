@@ -26,7 +26,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from ovslat.scenario import testbed
-from tests.ovslat_proc import OVSLAT, REPO
+from tests.ovslat_proc import OVSLAT, REPO, ovslat_prog_ids, programs_left
 from tests.unit.test_exporter import dashboard_queries
 
 PROMETHEUS, PROMTOOL = "/usr/bin/prometheus", "/usr/bin/promtool"
@@ -295,7 +295,7 @@ def test_prometheus_scrapes_exact_counts(client, auto_backend):
         got = {s.name: s.value for s in samples if s.labels == {"interface": "ovx-p0"}}
         assert got["ovslat_enqueued_total"] == got["ovslat_ip_rcv_total"] == N
         assert ex.stop(signal.SIGTERM) == 0, ex.stderr
-    left = bpf_prog_ids() & ours
+    left = programs_left(ovslat_prog_ids() - ours) & ours
     assert left == set(), f"BPF programs left attached: {left}"
 
 

@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ovslat.scenario import testbed
-from tests.ovslat_proc import REPO, interface, ovslat_prog_ids, run_ovslat
+from tests.ovslat_proc import REPO, interface, ovslat_prog_ids, programs_left, run_ovslat
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -212,7 +212,7 @@ def test_check_attaches_detaches_and_undoes():
     assert lines[0].startswith("scenarios/demo.yaml: valid (version 1; 1 workload step(s), 6 ")
     assert lines[-2].startswith("attached: 2 interface(s) (ovsscn-up0, ovsscn-br) with the ")
     assert lines[-1] == "check passed: the scenario can run here"
-    assert ovslat_prog_ids() <= before
+    assert not programs_left(before)
     no_leftovers()
 
 
