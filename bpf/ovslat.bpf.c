@@ -37,7 +37,8 @@ BPF_PERCPU_ARRAY(last_rx, struct last_receive, 1);
 BPF_ARRAY(backlogs, u64, OVSLAT_NR_CPUS);
 /* Marks left at S2 for S1 on the next interface: an array indexed by the
  * header fingerprint costs a fraction of a hash map update on every packet.
- * A mark overwritten by another packet before its own S1 loses that hop. */
+ * A mark overwritten by another packet before its own S1 loses that hop,
+ * counted in hops_lost (hop_leave). */
 BPF_ARRAY(hop_marks, struct hop_entry, HOP_SLOTS);
 /* 1 once an interface has started a hop: its overwritten marks are losses */
 BPF_ARRAY(hop_sources, u32, MAX_IFACES);
