@@ -567,11 +567,17 @@ static __always_inline void on_receive(void *ctx, void *skb)
 	if (!f || f->fingerprint != p.fingerprint || f->slot != slot) {
 		/* Never enqueued (synchronous receive), refused by a full flow
 		 * map, or a recycled sk_buff: no latency is better than a wrong one. */
+		struct flow arrival = {};
+
 		c->flow_lookup_failures++;
 		if (f)
 			flows.delete(&key);
-		/* it may still travel on: its journey starts here */
-		hop_leave(cfg, &p, slot, now, now, slot);
+		/* A receive without S1 (synchronous: a tap without RPS under
+		 * kprobe/fentry) is where a transit to this interface ends; the
+		 * tracepoint backend's S1 of such a receive has consumed the mark
+		 * already. It may travel on, its journey's origin inherited. */
+		hop_arrive(ctx, cfg, c, &p, slot, now, &arrival);
+		hop_leave(cfg, &p, slot, now, arrival.origin_ns, arrival.origin_slot);
 		return;
 	}
 	DBG(c, POINT_S2, DBG_FLOW_FOUND);
@@ -644,8 +650,10 @@ static __always_inline void on_ip(void *skb)
 
 /* Learn each CPU's softnet_data from the backlog NAPI it polls: kallsyms has
  * no per-CPU data symbols without CONFIG_KALLSYMS_ALL, so this is how the
- * real backlog length becomes readable. One array read per poll once known. */
-RAW_TRACEPOINT_PROBE(napi_poll)
+ * real backlog length becomes readable. One array read per poll once known.
+ * Optional (attached by name, not autoloaded): without it queue depth is
+ * not sampled, everything else still counts. */
+int learn_napi_poll(struct bpf_raw_tracepoint_args *ctx)
 {
 	u32 cpu = bpf_get_smp_processor_id(), zero = 0;
 	u64 *sd = backlogs.lookup(&cpu), poll = 0;
@@ -665,8 +673,9 @@ RAW_TRACEPOINT_PROBE(napi_poll)
  * drop, attributed to its interface with the kernel's reason. A tentative
  * record (tracepoint backend) counts too: S2 deletes it for a synchronous
  * receive, so a free before S2 is a drop on the way to or in the backlog,
- * which netif_receive_skb_exit counts as enqueued. */
-RAW_TRACEPOINT_PROBE(kfree_skb)
+ * which netif_receive_skb_exit counts as enqueued. Optional like the learner:
+ * a kernel that rejects it loses drop attribution only. */
+int drop_kfree_skb(struct bpf_raw_tracepoint_args *ctx)
 {
 	u64 key = ctx->args[0], one = 1, *n;
 	struct flow *f = flows.lookup(&key);
@@ -676,7 +685,11 @@ RAW_TRACEPOINT_PROBE(kfree_skb)
 	if (!f)
 		return 0;
 	k.slot = f->slot;
-	k.reason = ctx->args[2]; /* enum skb_drop_reason (Linux >= 5.17) */
+#ifdef KFREE_SKB_REASON
+	/* enum skb_drop_reason (Linux >= 5.17). Reading an argument the
+	 * tracepoint lacks makes the kernel refuse the program (EINVAL). */
+	k.reason = ctx->args[2];
+#endif
 	flows.delete(&key);
 	c = counters.lookup(&k.slot);
 	if (c)

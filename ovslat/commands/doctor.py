@@ -71,28 +71,19 @@ def _btf():
 
 
 def _headers() -> Finding:
-    build = Path(f"/lib/modules/{os.uname().release}/build")
     try:
-        from ovslat.engine.program import bcc_version
+        from ovslat.engine.program import bcc_version, header_tree
 
         version = bcc_version()
     except ImportError:
-        version = None
-    if version is None:
         return Finding(
             FAIL, "bcc", "python3-bpfcc is not importable: apt install python3-bpfcc (./dev setup)"
         )
-    if not (build / "include").exists():
-        return Finding(
-            FAIL,
-            "bcc",
-            f"bcc {version}, but no kernel headers at {build}: apt install "
-            "linux-headers-$(uname -r), or ./dev setup links Debian's (offsets come from BTF)",
-        )
-    target = os.path.realpath(build)
-    same = os.uname().release in target
-    note = "" if same else " (another kernel's headers: fine, struct offsets come from BTF)"
-    return Finding(OK, "bcc", f"bcc {version}, headers {target}{note}")
+    try:
+        tree = header_tree()
+    except UserError as e:
+        return Finding(FAIL, "bcc", f"bcc {version}, but {e}")
+    return Finding(OK, "bcc", f"bcc {version}, headers {tree.describe()}")
 
 
 def _tracefs() -> Finding:
@@ -112,18 +103,26 @@ def _backends(kernel) -> list[Finding]:
     from ovslat.engine.program import EngineOptions, open_program
 
     out, usable = [], []
+    try:
+        from ovslat.engine.program import header_tree
+
+        header_tree()
+    except UserError:
+        return [Finding(FAIL, "backends", "not tried: bcc has no header tree (see bcc above)")]
     lo = resolve("lo")
     for backend in BACKENDS:
         try:
             program = open_program(kernel, EngineOptions(backend, 1, 64))
         except UserError as e:
             reason = str(e).split("(", 1)[-1].rsplit(")", 1)[0] if "(" in str(e) else str(e)
+            reason = reason.removeprefix(f"{backend}: ")
             out.append(Finding(WARN, f"backend {backend}", f"not usable here: {reason}"))
             continue
         try:
             program.add_interface(lo)
             s3 = program.s3
-            notes = "; ".join(program.notes)
+            s3_notes = "; ".join(n for n in program.notes if n.startswith("S3"))
+            other = [n for n in program.notes if not n.startswith("S3")]
         finally:
             program.close()
         usable.append(backend)
@@ -131,8 +130,12 @@ def _backends(kernel) -> list[Finding]:
             out.append(Finding(OK, f"backend {backend}", f"loads and attaches; S3 = {s3}"))
         else:
             out.append(
-                Finding(WARN, f"backend {backend}", f"loads and attaches, but no S3 ({notes})")
+                Finding(WARN, f"backend {backend}", f"loads and attaches, but no S3 ({s3_notes})")
             )
+        # optional parts this kernel lacks: the same for every backend, said once
+        for note in other:
+            if all(note not in f.detail for f in out):
+                out.append(Finding(WARN, "optional parts", f"left out: {note}"))
     if usable:
         out.append(Finding(OK, "backend auto", f"would pick {usable[0]}"))
     else:

@@ -179,3 +179,17 @@ class Btf:
     def has_func(self, name: str) -> bool:
         """True when the kernel exposes `name` as a BTF FUNC: the condition for fentry."""
         return (FUNC, name) in self._by_name
+
+    def tracepoint_args(self, name: str) -> int | None:
+        """How many arguments tracepoint `name` passes a raw tracepoint
+        program (its btf_trace_<name> prototype, less the leading __data);
+        None when the kernel has no such tracepoint."""
+        tid = self._by_name.get((TYPEDEF, f"btf_trace_{name}"))
+        if not tid:
+            return None
+        t = self._types[tid]
+        while t is not None and t.kind in (TYPEDEF, PTR, *_MODIFIERS):
+            t = self._types[t.size_or_type]
+        if t is None or t.kind != FUNC_PROTO:
+            return None
+        return t.vlen - 1

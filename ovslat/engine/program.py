@@ -16,7 +16,7 @@ from bcc import BPF
 
 from ovslat import abi
 from ovslat.abi import BACKENDS, NDBG, NMAX, NPOINTS, ConfigFlag, IfaceFlag
-from ovslat.engine import nflink
+from ovslat.engine import headers, nflink
 from ovslat.engine.btf import BtfError
 from ovslat.engine.kernel import HOOKS, KernelInfo, kprobes_supported, online_cpus
 from ovslat.errors import UserError
@@ -34,6 +34,14 @@ S3_MEANING = {
     "kprobe": "ip_rcv() entry (kprobe)",
     "tracepoint": "IPv4 PRE_ROUTING netfilter hook inside ip_rcv() (BPF netfilter link)",
 }
+
+
+# Optional raw tracepoints: (tracepoint, function in bpf/, what is lost without).
+OPTIONAL = (
+    ("napi_poll", "learn_napi_poll", "queue depth not sampled"),
+    ("kfree_skb", "drop_kfree_skb", "drops not attributed (counted as in flight, then expired)"),
+)
+NO_REASON = "NO_REASON"  # the reason of a drop on a kernel that gives none
 
 
 # Functions a stack starts at (the hooks and the tracepoints' callers): the
@@ -112,8 +120,25 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+_TREE: headers.HeaderTree | None = None
+
+
+def header_tree() -> headers.HeaderTree:
+    """The header tree bcc compiles against (found once per process), with
+    the environment bcc reads set for it: nothing is written to disk."""
+    global _TREE
+    if _TREE is None:
+        try:
+            tree = headers.find()
+        except headers.NoHeaders as e:
+            raise UserError(str(e)) from e
+        os.environ.update(tree.env())
+        _TREE = tree
+    return _TREE
+
+
 def cflags(kernel: KernelInfo, backend: str, o: EngineOptions) -> list[str]:
-    flags = [
+    flags = header_tree().cflags(headers.bcc_arch(os.uname().machine)) + [
         f"-I{BPF_DIR}",
         f"-DBACKEND_{backend.upper()}",
         f"-DMAX_IFACES={o.max_ifaces}",
@@ -122,6 +147,8 @@ def cflags(kernel: KernelInfo, backend: str, o: EngineOptions) -> list[str]:
         f"-DOVSLAT_NR_CPUS={kernel.ncpus}",
     ]
     flags += [f"-D{k}={v}" for k, v in kernel.offsets.items()]
+    if (kernel.btf.tracepoint_args("kfree_skb") or 0) >= 3:
+        flags.append("-DKFREE_SKB_REASON")
     if o.debug:
         flags.append("-DOVSLAT_DEBUG")
     return flags
@@ -136,6 +163,8 @@ class Program:
         self.opts = opts
         self.notes: list[str] = []
         self.s3: str | None = S3_MEANING[backend]
+        self._learning = False  # napi_poll attached, learning softnet_data
+        self._drop_reasons = (kernel.btf.tracepoint_args("kfree_skb") or 0) >= 3
         self._links: dict[int, int] = {}  # netns inode -> netfilter link fd
         self._nf_fn = None
         self._epoch = 0
@@ -147,7 +176,6 @@ class Program:
         self._config_values: dict[str, int] = {}
         self._hops = False
         self._threshold = False
-        self._learning = True  # napi_poll attached, learning softnet_data
         self.events_lost = 0  # slow-packet events lost to a full perf buffer
         self.flow_expiry_s = FLOW_EXPIRY_S
         self._write_config()
@@ -155,6 +183,7 @@ class Program:
 
     # ---- loading -------------------------------------------------------
     def _compile_and_attach(self) -> BPF:
+        header_tree()  # no tree is the user's to fix, not a backend's failure
         symbols = self.kernel.hook_symbols()
         if self.backend == "fentry":
             missing = [h for h in HOOKS if not self.kernel.btf.has_func(h) or symbols[h] != h]
@@ -199,9 +228,37 @@ class Program:
                     "trampolines disabled or locked down)"
                 )
             raise BackendUnavailable(failure + (f" ({detail})" if detail else ""))
+        self._attach_optional(b)
         if self.backend == "tracepoint":
             self._load_netfilter(b)
         return b
+
+    def _attach_optional(self, b: BPF) -> None:
+        """The parts ovslat measures without: each a kernel lacks or refuses
+        is left out with a note, never taking the whole program down."""
+        for tp, fn, lost in OPTIONAL:
+            if self.kernel.btf.tracepoint_args(tp) is None:
+                self.notes.append(f"{lost}: the kernel has no {tp} tracepoint")
+                continue
+            with _captured_stderr() as err:
+                try:
+                    b.attach_raw_tracepoint(tp=tp.encode(), fn_name=fn.encode())
+                    ok = True
+                except Exception as e:  # bcc raises bare Exception
+                    ok, why = False, (_last_line(err["text"]) or str(e).strip())
+            if not ok:
+                self.notes.append(f"{lost}: the kernel refused the {tp} program ({why})")
+            elif tp == "napi_poll":
+                self._learning = True
+        if b"kfree_skb" in b.raw_tracepoint_fds and not self._drop_reasons:
+            self.notes.append(
+                "drop reasons unavailable: kfree_skb passes none below Linux 5.17 "
+                f"(drops are counted, as reason {NO_REASON})"
+            )
+
+    @property
+    def attached(self) -> set[str]:
+        return {tp.decode() for tp in self.bpf.raw_tracepoint_fds} if self.bpf else set()
 
     def _load_netfilter(self, b: BPF) -> None:
         try:
@@ -279,7 +336,10 @@ class Program:
         names = self.kernel.btf.enum_names("skb_drop_reason")
         out: dict[int, dict[str, int]] = {}
         for k, per_cpu in self.bpf["drops"].items():
-            reason = names.get(k.reason, str(k.reason)).removeprefix("SKB_DROP_REASON_")
+            if not self._drop_reasons:
+                reason = NO_REASON
+            else:
+                reason = names.get(k.reason, str(k.reason)).removeprefix("SKB_DROP_REASON_")
             out.setdefault(k.slot, {})[reason] = sum(per_cpu)
         return out
 

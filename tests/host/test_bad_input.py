@@ -27,6 +27,7 @@ THRESHOLD = [
 ]
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 NO_DB = "unix:/nonexistent/ovslat-test/db.sock"
+NO_TREE = "/nonexistent/ovslat-test/linux"
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +98,20 @@ CASES = [
     ("seed-bad-ip", ["@latency", "--interface", "lo", "--src-ip", "1.2.3"], "--src-ip"),
     ("seed-threshold-missing", ["@threshold", "--interface", "lo"], "--threshold-us"),
     ("not-root", ["@nobody", "watch", "-i", "lo"], "needs root: run it with sudo"),
+    (
+        "header-tree",
+        ["@badtree", "watch", "-i", "lo"],
+        f"BCC_KERNEL_SOURCE={NO_TREE} is not a kernel source tree",
+    ),
 ]
 
 
 @pytest.mark.parametrize("case, argv, expected", CASES, ids=[c[0] for c in CASES])
 def test_one_line_exit_2(env, case, argv, expected):
     argv = [a.format(dir=env["dir"], db=env["db"], busy=env["busy"]) for a in argv]
+    extra_env = {}
+    if argv and argv[0] == "@badtree":
+        argv, extra_env = argv[1:], {"BCC_KERNEL_SOURCE": NO_TREE}
     if argv and argv[0] == "@latency":
         cmd = LATENCY + argv[1:]
     elif argv and argv[0] == "@threshold":
@@ -119,7 +128,7 @@ def test_one_line_exit_2(env, case, argv, expected):
         text=True,
         timeout=120,
         stdin=subprocess.DEVNULL,
-        env={**os.environ, "HOME": "/tmp"},
+        env={**os.environ, "HOME": "/tmp", **extra_env},
     )
     lines = r.stderr.splitlines()
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)

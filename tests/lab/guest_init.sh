@@ -13,8 +13,14 @@ v=$(uname -r)
 mkdir -p /lib/modules/$v
 cp "$modules"/modules.* /lib/modules/$v/
 ln -sfn "$modules/kernel" /lib/modules/$v/kernel
-# the exact headers of this kernel, for bcc
-[ -e /lib/modules/$v/build ] || ln -sfn /usr/src/linux-headers-$v /lib/modules/$v/build
+# what udev and kmod static nodes give a real host: /dev/net/tun (the netdev
+# datapath's ports and the tap tests), backed by its module
+modprobe -q tun
+# the exact headers of this kernel when the host has them (6.1); other
+# kernels compile against whatever tree ovslat finds, as on any host
+if [ -d /usr/src/linux-headers-$v ] && [ ! -e /lib/modules/$v/build ]; then
+  ln -sfn /usr/src/linux-headers-$v /lib/modules/$v/build
+fi
 hostname ovslat-lab
 ip link set lo up
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \

@@ -3,8 +3,16 @@ machine's root filesystem shared read-only over 9p under a tmpfs overlay, so
 the guest runs the same python3, bcc, OVS and project tree on a kernel that
 has kprobes, fentry and the openvswitch module (this VM's kernel has none).
 
-    python3 tests/lab/vm.py prepare
-    python3 tests/lab/vm.py run [--timeout S] -- COMMAND...
+    python3 tests/lab/vm.py [--kernel 5.10|6.1|6.12] prepare
+    python3 tests/lab/vm.py [--kernel 5.10|6.1|6.12] run [--timeout S] -- COMMAND...
+
+Kernels are Debian's own (`linux-image-amd64` of bullseye, bookworm or trixie),
+fetched with `apt-get download` from the archive this machine's apt sources
+name, through a private apt state under the lab cache: the system's sources
+and lists are never touched. 6.1 (this machine's own suite) is the version
+whose headers `linux-headers-amd64` installed, so bcc compiles against its
+exact tree there; the others compile against whatever tree the host has,
+which is what ovslat does on any host without its kernel's headers.
 
 `run` prints the guest command's output as it comes and exits with its
 status (124 on timeout, 3 when the guest never reached the command).
@@ -17,7 +25,9 @@ import argparse
 import glob
 import gzip
 import io
+import lzma
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -36,6 +46,9 @@ CACHE = Path(os.environ.get("OVSLAT_LAB_CACHE", REPO / ".lab-cache"))
 INITRD_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay")
 BEGIN, END = "@@ovslat-lab-begin@@", "@@ovslat-lab-end@@"
 EXIT_TIMEOUT, EXIT_NO_GUEST = 124, 3
+# The kernels the lab boots: Debian's stock kernel of each suite.
+KERNELS = {"5.10": "bullseye", "6.1": "bookworm", "6.12": "trixie"}
+DEFAULT_KERNEL = "6.1"
 
 
 @dataclass(frozen=True)
@@ -59,19 +72,137 @@ def kernel_version() -> str:
     return name.removeprefix("linux-headers-")
 
 
-def _extract_kernel(version: str, dest: Path) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        for pkg in (f"linux-image-{version}-unsigned", f"linux-image-{version}"):
-            r = subprocess.run(
-                ["apt-get", "download", "-q", pkg], cwd=tmp, capture_output=True, text=True
-            )
-            if r.returncode == 0:
-                break
+def system_codename(path: str = "/etc/os-release") -> str:
+    for line in Path(path).read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key == "VERSION_CODENAME":
+            return value.strip().strip('"')
+    raise SystemExit(f"lab: no VERSION_CODENAME in {path}")
+
+
+def _deb822(text: str) -> list[dict[str, str]]:
+    stanzas, cur = [], {}
+    for line in text.splitlines() + [""]:
+        if line.startswith("#"):
+            continue
+        if not line.strip():
+            if cur:
+                stanzas.append(cur)
+            cur = {}
+        elif line[:1] in " \t" and cur:
+            continue  # a continuation (e.g. an inline key): not needed here
         else:
-            raise SystemExit(f"lab: cannot download linux-image-{version}: {r.stderr.strip()}")
-        (deb,) = glob.glob(f"{tmp}/*.deb")
+            key, _, value = line.partition(":")
+            cur[key.strip().lower()] = value.strip()
+    return stanzas
+
+
+_ONE_LINE = re.compile(r"^deb\s+(\[(?P<opts>[^\]]*)\]\s+)?(?P<uri>\S+)\s+(?P<suite>\S+)")
+
+
+def archive_entries(apt_dir: Path = Path("/etc/apt"), codename: str | None = None):
+    """(URI, signed-by or None) of every enabled source that serves this
+    machine's own suite: the same archive serves the other suites."""
+    codename = codename or system_codename()
+    out: list[tuple[str, str | None]] = []
+    files = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*"))]
+    for f in files:
+        if not f.is_file():
+            continue
+        if f.suffix == ".sources":
+            for st in _deb822(f.read_text()):
+                if (
+                    "deb" in st.get("types", "").split()
+                    and codename in st.get("suites", "").split()
+                ):
+                    for uri in st.get("uris", "").split():
+                        out.append((uri, st.get("signed-by")))
+        elif f.suffix == ".list" or f.name == "sources.list":
+            for line in f.read_text().splitlines():
+                m = _ONE_LINE.match(line)
+                if m and m["suite"] == codename:
+                    opts = dict(o.partition("=")[::2] for o in (m["opts"] or "").split())
+                    out.append((m["uri"], opts.get("signed-by")))
+    if not out:
+        raise SystemExit(f"lab: no apt source for {codename} to derive the archive from")
+    return out
+
+
+def _apt(suite: str) -> list[str]:
+    """apt-get options for a private state that knows `suite` only; updated
+    once per cache."""
+    state = CACHE / "apt" / suite
+    lists = state / "lists"
+    (lists / "partial").mkdir(parents=True, exist_ok=True)
+    (state / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+    src = state / "sources.list"
+    lines = []
+    for uri, key in archive_entries():
+        opt = f"[signed-by={key}] " if key else ""
+        lines.append(f"deb {opt}{uri} {suite} main")
+    src.write_text("\n".join(lines) + "\n")
+    opts = [
+        "-o",
+        f"Dir::Etc::sourcelist={src}",
+        "-o",
+        "Dir::Etc::sourceparts=/nonexistent",
+        "-o",
+        f"Dir::State::Lists={lists}",
+        "-o",
+        f"Dir::Cache={state}",
+        "-o",
+        f"Dir::State::status={state / 'status'}",
+    ]
+    (state / "status").touch()
+    if not (state / ".updated").exists():
+        r = subprocess.run(["apt-get", *opts, "-q", "update"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"lab: apt-get update for {suite} failed: {r.stderr.strip()}")
+        (state / ".updated").touch()
+    return opts
+
+
+def _download(packages: list[str], dest: str, apt_opts: list[str]) -> str:
+    err = ""
+    for pkg in packages:
+        r = subprocess.run(
+            ["apt-get", *apt_opts, "download", "-q", pkg], cwd=dest, capture_output=True, text=True
+        )
+        if r.returncode == 0:
+            (deb,) = glob.glob(f"{dest}/{pkg.split(':')[0]}_*.deb")
+            return deb
+        err = r.stderr.strip()
+    raise SystemExit(f"lab: cannot download {' or '.join(packages)}: {err}")
+
+
+def resolve(kernel: str) -> tuple[str, list[str]]:
+    """(kernel version, apt options) for a lab kernel name such as 6.12."""
+    if kernel not in KERNELS:
+        raise SystemExit(f"lab: unknown kernel {kernel!r}: use one of {', '.join(KERNELS)}")
+    suite = KERNELS[kernel]
+    if suite == system_codename():
+        return kernel_version(), []  # the system's own lists: the installed headers' version
+    opts = _apt(suite)
+    known = CACHE / "apt" / suite / "version"
+    if not known.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            deb = _download(["linux-image-amd64"], tmp, opts)
+            dep = subprocess.run(
+                ["dpkg-deb", "-f", deb, "Depends"], capture_output=True, text=True, check=True
+            ).stdout
+        name = dep.split(",")[0].split()[0]  # linux-image-6.12.117+deb13-amd64
+        known.write_text(name.removeprefix("linux-image-"))
+    return known.read_text().strip(), opts
+
+
+def _extract_kernel(version: str, dest: Path, apt_opts: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        deb = _download(
+            [f"linux-image-{version}-unsigned", f"linux-image-{version}"], tmp, apt_opts
+        )
         subprocess.run(["dpkg", "-x", deb, str(dest)], check=True)
-    subprocess.run(["depmod", "-b", str(dest), version], check=True)
+    base = dest / "usr" if (dest / "usr" / "lib" / "modules" / version).is_dir() else dest
+    subprocess.run(["depmod", "-b", str(base), version], check=True)
 
 
 def _cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
@@ -121,25 +252,30 @@ def _build_initrd(modules: Path, dest: Path) -> None:
     names = []
     for rel in _load_order(modules, INITRD_MODULES):
         name = Path(rel).name
-        entries.append((f"mods/{name}", 0o100644, (modules / rel).read_bytes()))
+        data = (modules / rel).read_bytes()
+        if name.endswith(".xz"):  # busybox insmod loads plain modules only
+            name, data = name.removesuffix(".xz"), lzma.decompress(data)
+        entries.append((f"mods/{name}", 0o100644, data))
         names.append(name)
     entries.append(("mods/order", 0o100644, "\n".join(names).encode() + b"\n"))
     dest.write_bytes(gzip.compress(_cpio_newc(entries), 6))
 
 
-def prepare() -> LabImage:
-    version = kernel_version()
+def prepare(kernel_name: str = DEFAULT_KERNEL) -> LabImage:
+    version, apt_opts = resolve(kernel_name)
     root = CACHE / version
-    modules = root / "lib" / "modules" / version
-    kernel = root / "boot" / f"vmlinuz-{version}"
     initrd = root / "initrd.gz"
     stamp = root / ".ready"
     sources = [HERE / "initrd_init.sh", Path("/bin/busybox")]
     if not stamp.exists():
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
-        _extract_kernel(version, root)
+        _extract_kernel(version, root, apt_opts)
         stamp.touch()
+    modules = root / "lib" / "modules" / version
+    if not modules.is_dir():  # trixie ships them under /usr
+        modules = root / "usr" / "lib" / "modules" / version
+    kernel = root / "boot" / f"vmlinuz-{version}"
     if not initrd.exists() or any(s.stat().st_mtime > initrd.stat().st_mtime for s in sources):
         _build_initrd(modules, initrd)
     return LabImage(version, kernel, initrd, modules)
@@ -178,7 +314,11 @@ def _qemu_argv(img: LabImage, run_dir: Path) -> list[str]:
 
 
 def run(
-    command: str | list[str], timeout_s: float = 1500.0, out=None, run_dir: Path | None = None
+    command: str | list[str],
+    timeout_s: float = 1500.0,
+    out=None,
+    run_dir: Path | None = None,
+    kernel: str = DEFAULT_KERNEL,
 ) -> int:
     """Boot, run `command` (sh -c) in the guest in the caller's cwd, stream its
     output to `out`, power off. Returns the command's exit status. The guest
@@ -187,7 +327,7 @@ def run(
     out = out or sys.stdout
     if not isinstance(command, str):  # one word is a shell script, more are an argv
         command = command[0] if len(command) == 1 else shlex.join(command)
-    img = prepare()
+    img = prepare(kernel)
     (CACHE / "runs").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="run-", dir=CACHE / "runs") as tmp:
         run_dir = Path(run_dir or tmp).resolve()
@@ -268,15 +408,21 @@ def _lines(proc: subprocess.Popen, deadline: float):
 
 
 def run_captured(
-    command: str | list[str], timeout_s: float = 1500.0, run_dir: Path | None = None
+    command: str | list[str],
+    timeout_s: float = 1500.0,
+    run_dir: Path | None = None,
+    kernel: str = DEFAULT_KERNEL,
 ) -> tuple[int, str]:
     sink = io.StringIO()
-    rc = run(command, timeout_s, sink, run_dir)
+    rc = run(command, timeout_s, sink, run_dir, kernel)
     return rc, sink.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="ovslat kernel lab")
+    ap.add_argument(
+        "--kernel", choices=list(KERNELS), default=DEFAULT_KERNEL, help="Debian kernel to boot"
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("prepare")
     r = sub.add_parser("run")
@@ -284,13 +430,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     if args.cmd == "prepare":
-        img = prepare()
+        img = prepare(args.kernel)
         print(f"lab: kernel {img.version}\n  {img.kernel}\n  {img.initrd}")
         return 0
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         ap.error("run needs a command")
-    return run(command, args.timeout)
+    return run(command, args.timeout, kernel=args.kernel)
 
 
 if __name__ == "__main__":
