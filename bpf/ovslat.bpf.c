@@ -804,11 +804,18 @@ RAW_TRACEPOINT_PROBE(netif_receive_skb)
 /* S3 without kprobes: a BPF netfilter program (Linux >= 6.4) at IPv4
  * PRE_ROUTING, which ip_rcv() runs right after validating the header. The
  * context is struct bpf_nf_ctx { state; skb; }. */
-int netfilter_ip_rcv(void *ctx)
+struct bpf_nf_ctx_mirror {
+	void *state;
+	void *skb;
+};
+int netfilter_ip_rcv(struct bpf_nf_ctx_mirror *ctx)
 {
-	void *skb = 0;
+	/* A direct context read: netfilter programs may not call the probe
+	 * read helpers (bcc falls back to bpf_probe_read when it runs without
+	 * root, and the verifier refuses that helper here). */
+	void *skb = ctx->skb;
 
-	if (!bpf_probe_read_kernel(&skb, sizeof(skb), ctx + 8) && skb)
+	if (skb)
 		on_ip(skb);
 	return 1; /* NF_ACCEPT */
 }

@@ -23,6 +23,8 @@ from ovslat.args import (
 )
 from ovslat.errors import UserError, one_line_exit
 
+SCENARIO_HELP = "a YAML file, or the name of one ovslat ships: demo, threshold, pattern4"
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="ovslat", description=__doc__)
@@ -105,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         "workload while measuring, tear down, write a run directory (JSON lines, text report, "
         "summary.md, SVG plots) and judge its assertions: exit 0 when all pass, 1 when not.",
     )
-    r.add_argument("scenario", metavar="SCENARIO")
+    r.add_argument("scenario", metavar="SCENARIO", help=SCENARIO_HELP)
     r.add_argument("--out", metavar="DIR", help="run directory (default runs/NAME-TIMESTAMP)")
     r.add_argument(
         "--attach", default=None, choices=BACKENDS, help="override the scenario's backend"
@@ -121,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         help="validate a scenario, build it, attach and detach, without running the workload",
     )
-    c.add_argument("scenario", metavar="SCENARIO")
+    c.add_argument("scenario", metavar="SCENARIO", help=SCENARIO_HELP)
     c.add_argument("--attach", default=None, choices=BACKENDS)
 
     doc = sub.add_parser(

@@ -38,10 +38,26 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _privileges() -> Finding:
-    if os.geteuid() == 0:
-        return Finding(OK, "privileges", "running as root")
-    return Finding(FAIL, "privileges", "not root: ovslat loads BPF programs; run it with sudo")
+def _privileges() -> list[Finding]:
+    from ovslat.privileges import FOR_NAMESPACES, REQUIRED, missing
+
+    lack = missing(REQUIRED)
+    who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
+    if lack:
+        out = [
+            Finding(
+                FAIL,
+                "privileges",
+                f"{who} lacks {name}, needed to {REQUIRED[name][1]}: run as root or grant it",
+            )
+            for name in lack
+        ]
+    else:
+        out = [Finding(OK, "privileges", f"{who} with {', '.join(REQUIRED)}")]
+    for name in missing(FOR_NAMESPACES):
+        if not lack:
+            out.append(Finding(WARN, "privileges", f"no {name}: cannot {FOR_NAMESPACES[name][1]}"))
+    return out
 
 
 def _kernel(ncpus: int) -> Finding:
@@ -277,16 +293,16 @@ def findings(bridge: str | None, db: str):
     from ovslat.engine.kernel import possible_cpus
 
     yield _kernel(possible_cpus())
-    root = _privileges()
-    yield root
+    privileges = _privileges()
+    yield from privileges
     kernel, btf = _btf()
     yield btf
     yield _headers()
     yield _tracefs()
-    if root.status == OK and kernel is not None:
+    if all(p.status != FAIL for p in privileges) and kernel is not None:
         yield from _backends(kernel)
     else:
-        yield Finding(WARN, "backends", "not tried: needs root and BTF")
+        yield Finding(WARN, "backends", "not tried: needs the privileges above and BTF")
     yield from _ovsdb(bridge, db)
     yield from _nics()
     yield from _sysctls()

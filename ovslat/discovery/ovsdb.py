@@ -6,6 +6,7 @@ what changed since, so `watch` follows ports being added and deleted."""
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 
@@ -33,17 +34,32 @@ def _unreachable(remote: str, why: str) -> UserError:
     )
 
 
+def _denied(remote: str) -> UserError:
+    return UserError(
+        f"cannot reach OVSDB at {remote}: permission denied for uid {os.geteuid()}, which needs "
+        "search permission on the socket's directory and read-write on the socket (run as root, "
+        "or see README, Installing: OVSDB access)"
+    )
+
+
 def _fetch_schema(remote: str, timeout_s: float) -> dict:
     if not remote.startswith(("unix:", "tcp:", "ssl:")):
         raise UserError(
             f"--db {remote!r} is not an OVSDB remote: use unix:PATH, tcp:IP:PORT or ssl:IP:PORT"
         )
     path = remote.removeprefix("unix:")
-    if remote.startswith("unix:") and not os.path.exists(path):
-        raise _unreachable(remote, "no such socket")
+    if remote.startswith("unix:"):
+        try:
+            os.stat(path)
+        except PermissionError:
+            raise _denied(remote) from None
+        except OSError:
+            raise _unreachable(remote, "no such socket") from None
     err, stream = ovs.stream.Stream.open_block(
         ovs.stream.Stream.open(remote), int(timeout_s * 1000)
     )
+    if err == errno.EACCES and remote.startswith("unix:"):
+        raise _denied(remote)
     if err:
         raise _unreachable(remote, os.strerror(err))
     rpc = ovs.jsonrpc.Connection(stream)

@@ -10,12 +10,12 @@ import socket
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from bcc import BPF
 
 from ovslat import abi
 from ovslat.abi import BACKENDS, NDBG, NMAX, NPOINTS, ConfigFlag, IfaceFlag
+from ovslat.data import data_dir
 from ovslat.engine import headers, nflink
 from ovslat.engine.btf import BtfError
 from ovslat.engine.kernel import HOOKS, KernelInfo, kprobes_supported, online_cpus
@@ -23,7 +23,7 @@ from ovslat.errors import UserError
 from ovslat.model.histogram import NBUCKETS, Histogram
 from ovslat.model.snapshot import STAGES, Counters, Interface
 
-BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+BPF_DIR = data_dir("bpf")
 SOURCE = BPF_DIR / "ovslat.bpf.c"
 MAX_HOPS = 256  # (from, to, kind) histograms; hops are found in traffic
 _KPROBE_FN = dict(zip(HOOKS, ("kprobe_enqueue", "kprobe_receive", "kprobe_ip"), strict=True))

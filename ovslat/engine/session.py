@@ -87,9 +87,13 @@ def validate(o: WatchOptions) -> None:
         raise UserError(f"unknown --format {o.fmt!r}: use live, text or json")
 
 
-def require_root() -> None:
-    if os.geteuid() != 0:
-        raise UserError("ovslat loads BPF programs and needs root: run it with sudo")
+def require_root(other_netns: bool = False) -> None:
+    """Root, or the capabilities ovslat needs (ovslat/privileges.py)."""
+    from ovslat.privileges import problem
+
+    why = problem(other_netns)
+    if why:
+        raise UserError(why)
 
 
 # Kernel memory per flow record: the u64 key, struct flow and the hash table's
@@ -176,7 +180,7 @@ class Session:
 
     def __init__(self, o: WatchOptions):
         validate(o)
-        require_root()
+        require_root(other_netns=any("@" in spec for spec in o.interfaces))
         # Imported here: these need bcc / pyroute2, which --help and the
         # validation above must not.
         from ovslat.discovery.netlink import resolve_all

@@ -11,9 +11,13 @@ from __future__ import annotations
 import errno
 import ipaddress
 import itertools
+import socket
+import threading
 from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 from prometheus_client.metrics_core import InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -81,7 +85,11 @@ def serve(host: str, port: int, registry: CollectorRegistry):
     daemon threads; returns the server, to shut down."""
     shown = where(host, port)
     try:
-        server, _ = start_http_server(port, host, registry)
+        # Our own WSGI server around the client's app, not start_http_server:
+        # Debian 12's prometheus-client (0.16) returns nothing from it, so the
+        # server could never be shut down.
+        cls = _Server6 if ":" in host else _Server
+        server = make_server(host, port, make_wsgi_app(registry), cls, handler_class=_Quiet)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise UserError(
@@ -91,7 +99,21 @@ def serve(host: str, port: int, registry: CollectorRegistry):
         if e.errno == errno.EADDRNOTAVAIL:
             raise UserError(f"--listen {shown}: {host} is not an address of this host") from None
         raise UserError(f"--listen {shown}: {e.strerror or e}") from None
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a scrape in progress never holds up the exit
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass  # one line per scrape on stderr is noise under systemd
 
 
 @dataclass(frozen=True)

@@ -565,6 +565,12 @@ def parse(text: str, path: Path) -> Scenario:
 
 def load(path: str | Path) -> Scenario:
     p = Path(path)
+    if not p.exists() and p.parent == Path("."):
+        # a bare name that is no file here: one of the scenarios ovslat ships
+        # (`ovslat run demo` on an installed ovslat)
+        from ovslat.data import shipped_scenario
+
+        p = shipped_scenario(str(path)) or p
     try:
         text = p.read_text()
     except OSError as e:

@@ -97,7 +97,9 @@ CASES = [
     ("seed-no-interface", ["@latency"], "--interface"),
     ("seed-bad-ip", ["@latency", "--interface", "lo", "--src-ip", "1.2.3"], "--src-ip"),
     ("seed-threshold-missing", ["@threshold", "--interface", "lo"], "--threshold-us"),
-    ("not-root", ["@nobody", "watch", "-i", "lo"], "needs root: run it with sudo"),
+    ("not-root", ["@nobody", "watch", "-i", "lo"], "lacks CAP_BPF, CAP_PERFMON"),
+    ("ovsdb-denied", ["@nobody", "discover", "ovt-badbr", "--db", "{db}"], "permission denied"),
+    ("caps-short", ["@bpfonly", "watch", "-i", "lo"], "lacks CAP_NET_ADMIN, CAP_SYSLOG: run"),
     (
         "header-tree",
         ["@badtree", "watch", "-i", "lo"],
@@ -118,6 +120,10 @@ def test_one_line_exit_2(env, case, argv, expected):
         cmd = THRESHOLD + argv[1:]
     elif argv and argv[0] == "@nobody":
         cmd = NOBODY + OVSLAT + argv[1:]
+    elif argv and argv[0] == "@bpfonly":  # a user given some of the capabilities only
+        caps = "+bpf,+perfmon"
+        grant = [f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set=-all,{caps}"]
+        cmd = NOBODY + grant + ["--"] + OVSLAT + argv[1:]
     else:
         cmd = OVSLAT + argv
     before = ovslat_prog_ids()

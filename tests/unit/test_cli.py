@@ -37,9 +37,16 @@ def test_bad_input_is_one_line_exit_2(argv, message, capsys):
 
 def test_not_root(monkeypatch, capsys):
     monkeypatch.setattr("os.geteuid", lambda: 1000)
+    monkeypatch.setattr("ovslat.privileges.effective", lambda: 1 << 39)  # CAP_BPF only
     assert cli.main(["watch", "-i", "lo"]) == 2
     err = capsys.readouterr().err
-    assert err == "ovslat: error: ovslat loads BPF programs and needs root: run it with sudo\n"
+    assert err == (
+        "ovslat: error: ovslat loads BPF programs and lacks CAP_PERFMON, CAP_NET_ADMIN, "
+        "CAP_SYSLOG: run it as root (sudo), or grant exactly those capabilities "
+        "(as ovslat-export.service does: README, Installing)\n"
+    )
+    assert cli.main(["watch", "-i", "lo@pod1"]) == 2  # another namespace: CAP_SYS_ADMIN too
+    assert "CAP_SYSLOG, CAP_SYS_ADMIN: run it" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
