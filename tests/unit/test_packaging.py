@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "packaging"))
 
 import build  # noqa: E402
+
 from ovslat.cli import build_parser  # noqa: E402
 
 
