@@ -41,7 +41,9 @@ class HeaderTree:
     def cflags(self, arch: str = "x86") -> list[str]:
         """bcc searches the source half only when pointed at one directory:
         the build half's generated headers come as extra include paths."""
-        if self.how != "installed" or not self.build or self.build == self.source:
+        if self.how not in ("installed", "environment") or not self.build:
+            return []
+        if self.build == self.source:
             return []
         b = self.build
         return [
@@ -154,7 +156,15 @@ def find(
                 f"BCC_KERNEL_SOURCE={path} is not a kernel source tree (no {KCONFIG_H}): "
                 "unset it or point it at one"
             )
-        return HeaderTree("environment", path, None, None, False)
+        # The source half of a split tree (Debian's -common, as ovslat itself
+        # sets it for the processes it starts): its build half joins it.
+        build = None
+        if not _is_build(Path(path)):
+            for _, src, obj in installed_trees(roots):
+                if src.resolve() == Path(path).resolve():
+                    build = str(obj)
+                    break
+        return HeaderTree("environment", path, build, tree_release(Path(build or path)), False)
     build = modules / release / "build"
     if (build / "include").is_dir():
         # a link someone made to another kernel's tree is bcc's default, not exact

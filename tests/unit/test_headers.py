@@ -91,6 +91,18 @@ def test_a_link_to_another_kernels_tree_is_not_exact(host):
     assert (t.how, t.exact) == ("linked", False) and "BTF" in t.describe()
 
 
+def test_a_split_trees_source_half_in_the_environment_gets_its_build_half(host):
+    """What ovslat sets for bcc, inherited by a process it starts (a test's
+    ovslat under pytest): the same flags as when it found the tree itself."""
+    _, src, _ = host
+    common = _source(src / "linux-headers-6.1.0-57-common")
+    amd64 = _build(src / "linux-headers-6.1.0-57-amd64", "6.1.192", common)
+    found = find(host)
+    again = find(host, env=found.env())
+    assert again.how == "environment" and again.build == str(amd64)
+    assert again.cflags() == found.cflags() and again.version == "6.1.192"
+
+
 def test_environment_is_bccs_first_choice_and_checked(host):
     root, src, _ = host
     tree = _source(root / "opt/linux")
