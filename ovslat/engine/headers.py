@@ -158,13 +158,13 @@ def find(
             )
         # The source half of a split tree (Debian's -common, as ovslat itself
         # sets it for the processes it starts): its build half joins it.
-        build = None
+        half: str | None = None
         if not _is_build(Path(path)):
             for _, src, obj in installed_trees(roots):
                 if src.resolve() == Path(path).resolve():
-                    build = str(obj)
+                    half = str(obj)
                     break
-        return HeaderTree("environment", path, build, tree_release(Path(build or path)), False)
+        return HeaderTree("environment", path, half, tree_release(Path(half or path)), False)
     build = modules / release / "build"
     if (build / "include").is_dir():
         # a link someone made to another kernel's tree is bcc's default, not exact
