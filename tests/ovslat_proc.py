@@ -85,6 +85,17 @@ class Watch:
                         out[k] = out.get(k, 0) + v
         return out
 
+    def settle(self, pred, timeout_s: float) -> bool:
+        """Read intervals until pred(self) holds or timeout_s has passed (by
+        at most one interval): False is an answer, not a failure, and ovslat
+        keeps running (wait_for's timeout ends it)."""
+        deadline = time.monotonic() + timeout_s
+        while not pred(self):
+            if time.monotonic() >= deadline:
+                return False
+            self._next(30.0, "interval")  # one comes every --interval
+        return True
+
     def wait_for(self, pred, timeout_s: float = 20.0) -> None:
         """Read intervals until pred(self) holds (a readiness signal, not a sleep)."""
         deadline = time.monotonic() + timeout_s

@@ -94,7 +94,10 @@ def lab_results(kernel: str):
                 cases[f"{case.get('classname')}::{case.get('name')}"] = case
         rows = []
         if (run_dir / "matrix.jsonl").exists():
-            rows = [json.loads(x) for x in (run_dir / "matrix.jsonl").read_text().splitlines()]
+            rows = [
+                {**json.loads(x), "lab": kernel}
+                for x in (run_dir / "matrix.jsonl").read_text().splitlines()
+            ]
             matrix.save(kernel, rows)
         _RESULTS[kernel] = (rc, output, cases, rows, took)
     return _RESULTS[kernel]
