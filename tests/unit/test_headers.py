@@ -40,12 +40,20 @@ def find(host, release="6.18.4-custom", env=None):
     return headers.find(release, env or {}, mods, (src, src / "kernels"), root / "kheaders")
 
 
-def test_running_kernels_own_build_link_is_exact(host):
-    root, src, mods = host
+def _debian_61(src: Path) -> Path:
+    """Debian's split 6.1 tree: the -common source half, the -amd64 build half."""
     common = _source(src / "linux-headers-6.1.0-57-common")
-    _build(src / "linux-headers-6.1.0-57-amd64", "6.1.192", common)
-    (mods / "6.1.0-57-amd64").mkdir()
-    (mods / "6.1.0-57-amd64" / "build").symlink_to(src / "linux-headers-6.1.0-57-amd64")
+    return _build(src / "linux-headers-6.1.0-57-amd64", "6.1.192", common)
+
+
+def _link_build(mods: Path, release: str, tree: Path) -> None:
+    (mods / release).mkdir()
+    (mods / release / "build").symlink_to(tree)
+
+
+def test_running_kernels_own_build_link_is_exact(host):
+    _, src, mods = host
+    _link_build(mods, "6.1.0-57-amd64", _debian_61(src))
     t = find(host, "6.1.0-57-amd64")
     assert t.how == "exact" and t.exact and t.env() == {} and t.cflags() == []
 
@@ -83,10 +91,7 @@ def test_rhel_tree_is_one_directory(host):
 
 def test_a_link_to_another_kernels_tree_is_not_exact(host):
     _, src, mods = host
-    common = _source(src / "linux-headers-6.1.0-57-common")
-    _build(src / "linux-headers-6.1.0-57-amd64", "6.1.192", common)
-    (mods / "6.18.4-custom").mkdir()
-    (mods / "6.18.4-custom" / "build").symlink_to(src / "linux-headers-6.1.0-57-amd64")
+    _link_build(mods, "6.18.4-custom", _debian_61(src))
     t = find(host)
     assert (t.how, t.exact) == ("linked", False) and "BTF" in t.describe()
 
