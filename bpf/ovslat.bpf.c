@@ -145,15 +145,24 @@ static __always_inline int filtered(struct config *cfg, struct pkt *p, struct co
 {
 	u32 fl = cfg->flags;
 
+	/* in the seed's order: protocol, then addresses, then ports */
+	if ((fl & F_PROTOCOL) && p->id.proto != cfg->protocol) {
+		DBG(c, point, DBG_PROTO_FILTER);
+		return 1;
+	}
 	if (((fl & F_SRC_IP) && p->id.saddr != cfg->src_ip) ||
-	    ((fl & F_DST_IP) && p->id.daddr != cfg->dst_ip) ||
-	    ((fl & F_PROTOCOL) && p->id.proto != cfg->protocol)) {
+	    ((fl & F_DST_IP) && p->id.daddr != cfg->dst_ip)) {
 		DBG(c, point, DBG_IP_FILTER);
 		return 1;
 	}
 	if ((fl & (F_SRC_PORT | F_DST_PORT)) &&
-	    (!p->has_ports || ((fl & F_SRC_PORT) && p->sport != cfg->src_port) ||
-	     ((fl & F_DST_PORT) && p->dport != cfg->dst_port))) {
+	    (!p->has_ports ||
+	     ((fl & F_PORTS_EITHER)
+		  ? (((fl & F_SRC_PORT) && p->sport != cfg->src_port &&
+		      p->dport != cfg->src_port) ||
+		     ((fl & F_DST_PORT) && p->sport != cfg->dst_port && p->dport != cfg->dst_port))
+		  : (((fl & F_SRC_PORT) && p->sport != cfg->src_port) ||
+		     ((fl & F_DST_PORT) && p->dport != cfg->dst_port))))) {
 		DBG(c, point, DBG_PORT_FILTER);
 		return 1;
 	}
@@ -349,7 +358,8 @@ static __always_inline void hop_arrive(void *ctx, struct config *cfg, struct cou
 		record_hop(cfg, mark->slot, slot, HOP_TRANSIT, now - mark->ts_receive_ns);
 		f->origin_ns = mark->origin_ns;
 		f->origin_slot = mark->origin_slot;
-		if ((cfg->flags & F_THRESHOLD) && cfg->threshold_stage == THRESHOLD_TRANSIT &&
+		if ((cfg->flags & F_THRESHOLD) &&
+		    (cfg->threshold_stages & (1 << THRESHOLD_TRANSIT)) &&
 		    now - mark->ts_receive_ns > cfg->threshold_ns) {
 			struct slow_event ev = {
 			    .ts_enqueue_ns = mark->ts_receive_ns,
@@ -593,7 +603,8 @@ static __always_inline void on_receive(void *ctx, void *skb)
 	c->received++;
 	if (cpu != enqueue_cpu)
 		c->cross_cpu++;
-	if ((cfg->flags & F_THRESHOLD) && cfg->threshold_stage == THRESHOLD_ENQUEUE_TO_RECEIVE &&
+	if ((cfg->flags & F_THRESHOLD) &&
+	    (cfg->threshold_stages & (1 << THRESHOLD_ENQUEUE_TO_RECEIVE)) &&
 	    now - ts > cfg->threshold_ns) {
 		struct slow_event ev = {
 		    .ts_enqueue_ns = ts,
@@ -620,15 +631,41 @@ static __always_inline void on_receive(void *ctx, void *skb)
 }
 
 /* S3: runs synchronously inside the S2 call chain on the same CPU. */
-static __always_inline void on_ip(void *skb)
+static __always_inline void on_ip(void *ctx, void *skb)
 {
 	struct last_receive *lr;
 	struct counters *c;
 	struct config *cfg;
 	u32 slot, zero = 0;
-	u64 now;
+	u64 now, took;
 
 	dbg_global(POINT_S3, DBG_PROBE_ENTRY);
+#if defined(OVSLAT_DEBUG) && !defined(BACKEND_TRACEPOINT)
+	/* --debug only: the seed's S3 path (interface, parse, filters, lookup),
+	 * so its debug statistics mean the same here. Not in a netfilter
+	 * program, which may not read kernel memory. */
+	{
+		struct iface_val *iv = iface_of(skb);
+		struct pkt dp = {};
+		struct counters *dc;
+
+		if (!iv)
+			return;
+		slot = iv->slot;
+		dc = counters.lookup(&slot);
+		cfg = config.lookup(&zero);
+		if (!dc || !cfg)
+			return;
+		DBG(dc, POINT_S3, DBG_HANDLE_ENTRY);
+		DBG(dc, POINT_S3, DBG_PARSE_ENTRY);
+		if (parse(skb, &dp) != PARSE_OK)
+			return;
+		DBG(dc, POINT_S3, DBG_PARSE_SUCCESS);
+		if (filtered(cfg, &dp, dc, POINT_S3))
+			return;
+		DBG(dc, POINT_S3, DBG_FLOW_LOOKUP);
+	}
+#endif
 	lr = last_rx.lookup(&zero);
 	if (!lr || lr->skb != (u64)skb)
 		return;
@@ -638,14 +675,43 @@ static __always_inline void on_ip(void *skb)
 	cfg = config.lookup(&zero);
 	if (!c || !cfg)
 		return;
+#if !defined(OVSLAT_DEBUG) || defined(BACKEND_TRACEPOINT)
 	DBG(c, POINT_S3, DBG_HANDLE_ENTRY);
+#endif
 	DBG(c, POINT_S3, DBG_FLOW_FOUND);
 	now = bpf_ktime_get_ns();
-	record(cfg, slot, STAGE_RECEIVE_TO_IP, now - lr->ts_receive_ns);
+	took = now - lr->ts_receive_ns;
+	record(cfg, slot, STAGE_RECEIVE_TO_IP, took);
 	if (lr->origin_slot != slot)
 		record_hop(cfg, lr->origin_slot, slot, HOP_E2E, now - lr->origin_ns);
 	c->ip_rcv++;
 	DBG(c, POINT_S3, DBG_LATENCY_SUBMIT);
+#ifndef BACKEND_TRACEPOINT
+	/* The seed summary tool's --threshold reports S2 -> S3 too. Rare (S3
+	 * runs inside S2's call), so the headers are read again only then. */
+	if ((cfg->flags & F_THRESHOLD) &&
+	    (cfg->threshold_stages & (1 << THRESHOLD_RECEIVE_TO_IP)) && took > cfg->threshold_ns) {
+		struct pkt p = {};
+		u32 cpu = bpf_get_smp_processor_id();
+
+		if (parse(skb, &p) != PARSE_OK)
+			return;
+		struct slow_event ev = {
+		    .ts_enqueue_ns = lr->ts_receive_ns,
+		    .ts_receive_ns = now,
+		    .id = p.id,
+		    .sport = p.sport,
+		    .dport = p.dport,
+		    .slot = slot,
+		    .from_slot = slot,
+		    .enqueue_cpu = cpu,
+		    .receive_cpu = cpu,
+		    .queue_depth = ~0U,
+		    .stage = THRESHOLD_RECEIVE_TO_IP,
+		};
+		slow_packet(ctx, cfg, c, &ev);
+	}
+#endif
 }
 
 /* Learn each CPU's softnet_data from the backlog NAPI it polls: kallsyms has
@@ -718,7 +784,7 @@ KFUNC_PROBE(__netif_receive_skb, void *skb)
 
 KFUNC_PROBE(ip_rcv, void *skb)
 {
-	on_ip(skb);
+	on_ip(ctx, skb);
 	return 0;
 }
 
@@ -738,7 +804,7 @@ int kprobe_receive(struct pt_regs *ctx, void *skb)
 
 int kprobe_ip(struct pt_regs *ctx, void *skb)
 {
-	on_ip(skb);
+	on_ip(ctx, skb);
 	return 0;
 }
 
@@ -816,7 +882,7 @@ int netfilter_ip_rcv(struct bpf_nf_ctx_mirror *ctx)
 	void *skb = ctx->skb;
 
 	if (skb)
-		on_ip(skb);
+		on_ip(ctx, skb);
 	return 1; /* NF_ACCEPT */
 }
 

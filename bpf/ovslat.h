@@ -30,6 +30,7 @@ enum debug_counter {
 	DBG_PARSE_ENTRY,
 	DBG_PARSE_SUCCESS,
 	DBG_IP_FILTER,
+	DBG_PROTO_FILTER,
 	DBG_PORT_FILTER,
 	DBG_FLOW_CREATE,
 	DBG_FLOW_LOOKUP,
@@ -70,8 +71,9 @@ struct iface_val {
 #define F_SRC_PORT (1 << 2)
 #define F_DST_PORT (1 << 3)
 #define F_PROTOCOL (1 << 4)
-#define F_HOPS (1 << 5)	     /* correlate packets across interfaces (2+ monitored) */
-#define F_THRESHOLD (1 << 6) /* threshold mode: slow-packet events */
+#define F_HOPS (1 << 5)		/* correlate packets across interfaces (2+ monitored) */
+#define F_THRESHOLD (1 << 6)	/* threshold mode: slow-packet events */
+#define F_PORTS_EITHER (1 << 7) /* a port filter matches either port (the seed tools') */
 
 /* One-entry array map written by user space: filters and run-time knobs. */
 struct config {
@@ -83,14 +85,15 @@ struct config {
 	__u32 protocol;		/* IPPROTO_* when F_PROTOCOL */
 	__u32 epoch;		/* selects the half of `maxima` being written */
 	__u64 backlog_poll_fn;	/* address of process_backlog(), to spot backlog NAPI */
-	__u64 threshold_ns;	/* S1 -> S2 above this is a slow packet; 0: off */
+	__u64 threshold_ns;	/* a stage above this is a slow packet */
 	__u32 events_per_cpu_s; /* slow-packet events sent per CPU per second */
-	__u32 threshold_stage;	/* THRESHOLD_* */
+	__u32 threshold_stages; /* bit (1 << THRESHOLD_*) per stage threshold_ns applies to */
 };
 
 enum threshold_stage {
 	THRESHOLD_ENQUEUE_TO_RECEIVE = 0, /* S1 -> S2 on one interface */
 	THRESHOLD_TRANSIT = 1,		  /* S2 on one interface -> S1 on the next */
+	THRESHOLD_RECEIVE_TO_IP = 2,	  /* S2 -> S3 on one interface (not tracepoint) */
 };
 
 /* Per interface, per CPU; user space sums the CPUs. */

@@ -40,16 +40,18 @@ class DebugCounter(IntEnum):  # enum debug_counter, DBG_*
     PARSE_ENTRY = 2
     PARSE_SUCCESS = 3
     IP_FILTER = 4
-    PORT_FILTER = 5
-    FLOW_CREATE = 6
-    FLOW_LOOKUP = 7
-    FLOW_FOUND = 8
-    LATENCY_SUBMIT = 9
+    PROTO_FILTER = 5
+    PORT_FILTER = 6
+    FLOW_CREATE = 7
+    FLOW_LOOKUP = 8
+    FLOW_FOUND = 9
+    LATENCY_SUBMIT = 10
 
 
 class ThresholdStage(IntEnum):  # enum threshold_stage, THRESHOLD_*
     ENQUEUE_TO_RECEIVE = 0  # S1 -> S2 on one interface
     TRANSIT = 1  # S2 on one interface -> S1 on the next
+    RECEIVE_TO_IP = 2  # S2 -> S3 on one interface (not the tracepoint backend)
 
 
 class HopKind(IntEnum):  # enum hop_kind, HOP_*
@@ -65,6 +67,7 @@ class ConfigFlag(IntFlag):  # struct config.flags, F_*
     PROTOCOL = 1 << 4
     HOPS = 1 << 5
     THRESHOLD = 1 << 6
+    PORTS_EITHER = 1 << 7  # the seed tools' port filters: either port matches
 
 
 class IfaceFlag(IntFlag):  # struct iface_val.flags, IFACE_*
@@ -107,7 +110,7 @@ class Config(ctypes.Structure):
         ("backlog_poll_fn", u64),
         ("threshold_ns", u64),
         ("events_per_cpu_s", u32),
-        ("threshold_stage", u32),
+        ("threshold_stages", u32),  # bit (1 << ThresholdStage) each
     ]
 
 

@@ -166,7 +166,7 @@ def _watch(args) -> int:
             fmt=args.format,
             debug=args.debug,
             threshold_us=args.threshold_us,
-            threshold_stage=args.threshold_stage,
+            threshold_stages=(args.threshold_stage,),
             max_events_per_sec=args.max_events_per_sec,
         )
     )

@@ -104,7 +104,7 @@ class _Publisher:
         self.collections = 0
         self._told: set[str] = set()
 
-    def interval(self, snap: Snapshot) -> None:
+    def interval(self, snap: Snapshot, final: bool = False) -> None:
         self.total = snap if self.total is None else self.total.merge(snap)
         self.collections += 1
         self.exposition.publish(

@@ -49,7 +49,7 @@ class _Output:
         if self.fmt == "json":
             _emit(self.out, jsonl.record(session.start_snapshot(), "start", self.context))
 
-    def interval(self, snap: Snapshot) -> None:
+    def interval(self, snap: Snapshot, final: bool = False) -> None:
         if self.fmt == "json":
             _emit(self.out, jsonl.record(snap, "interval", self.context))
         elif self.fmt == "text":

@@ -296,16 +296,27 @@ class Program:
         self._write_config()
 
     def set_threshold(
-        self, threshold_ns: int, events_per_s: int, on_event, stage: str = "enqueue_to_receive"
+        self,
+        threshold_ns: int,
+        events_per_s: int,
+        on_event,
+        stages: tuple[str, ...] = ("enqueue_to_receive",),
     ) -> None:
-        """Slow-packet events: `stage` (S1 -> S2, or the transit between two
-        interfaces) above threshold_ns, at most events_per_s (split over the
-        CPUs), each handed to on_event(raw_event, stack)."""
+        """Slow-packet events: `stages` (S1 -> S2, the transit between two
+        interfaces, S2 -> S3) above threshold_ns, at most events_per_s (split
+        over the CPUs), each handed to on_event(raw_event, stack)."""
         per_cpu = max(1, -(-events_per_s // self.kernel.ncpus))
+        if "receive_to_ip" in stages and self.backend == "tracepoint":
+            # S3 is a netfilter program there, which can neither read the
+            # packet's headers nor send an event
+            self.notes.append(
+                "no S2 -> S3 slow-packet events with the tracepoint backend (they need "
+                "kprobe or fentry)"
+            )
         self._config_values.update(
             threshold_ns=threshold_ns,
             events_per_cpu_s=per_cpu,
-            threshold_stage=abi.THRESHOLD_STAGES.index(stage),
+            threshold_stages=sum(1 << abi.THRESHOLD_STAGES.index(s) for s in stages),
         )
         self._threshold = True
         self._write_config()
@@ -317,7 +328,7 @@ class Program:
             frames = []
             if ev.stack_id >= 0:
                 frames = [
-                    BPF.ksym(a, show_offset=True).decode(errors="replace")
+                    BPF.ksym(a, show_module=True, show_offset=True).decode(errors="replace")
                     for a in stacks.walk(ev.stack_id)
                 ]
                 frames = _from_hook(frames)

@@ -48,7 +48,8 @@ class WatchOptions:
     max_ifaces: int = 64
     debug: bool = False
     threshold_us: float | None = None  # slow-packet events above this latency
-    threshold_stage: str = "enqueue_to_receive"  # or "transit" (between two interfaces)
+    # what threshold_us applies to: S1 -> S2, the transit between two interfaces, S2 -> S3
+    threshold_stages: tuple[str, ...] = ("enqueue_to_receive",)
     max_events_per_sec: int = 100
     report_intervals: bool = True  # text: False prints only events and the summary
 
@@ -74,7 +75,7 @@ def validate(o: WatchOptions) -> None:
     if o.threshold_us is not None and not 0 <= o.threshold_us <= 60e6:
         raise UserError(f"--threshold-us must be between 0 and 60000000, got {o.threshold_us:g}")
     if (
-        o.threshold_stage == "transit"
+        "transit" in o.threshold_stages
         and o.threshold_us is not None
         and (len(o.interfaces) < 2 and not o.bridge)
     ):
@@ -292,7 +293,7 @@ def start_threshold(session: Session, emit) -> None:
     """Slow-packet events from the kernel, numbered and placed on the wall clock, to emit()."""
     o, collector = session.options, session.collector
     assert o.threshold_us is not None  # callers start this only with a threshold set
-    threshold_ns = int(o.threshold_us * 1000)
+    threshold_ns = round(o.threshold_us * 1000)
     numbered = iter(range(1, 1 << 62))
 
     def on_event(raw, stack):
@@ -316,11 +317,12 @@ def start_threshold(session: Session, emit) -> None:
             )
         )
 
-    session.program.set_threshold(threshold_ns, o.max_events_per_sec, on_event, o.threshold_stage)
+    session.program.set_threshold(threshold_ns, o.max_events_per_sec, on_event, o.threshold_stages)
 
 
 def loop(session: Session, output, stop: threading.Event) -> Snapshot | None:
-    """Report every interval until --duration or stop; returns the whole run."""
+    """Report every interval until --duration or stop, the last one (partial,
+    when a signal ends the run) with final=True; returns the whole run."""
     o = session.options
     start = time.monotonic()
     deadline = None if o.duration_s is None else start + o.duration_s
@@ -340,7 +342,7 @@ def loop(session: Session, output, stop: threading.Event) -> Snapshot | None:
         if now >= report - 1e-3 or ending:
             snap = session.read()
             total = snap if total is None else total.merge(snap)
-            output.interval(snap)
+            output.interval(snap, final=ending)
             report = now + o.interval_s
         if ending:
             return total

@@ -8,7 +8,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-from ovslat.abi import THRESHOLD_STAGES
+from ovslat.abi import THRESHOLD_STAGES, ThresholdStage
 
 PROTOCOL_NAMES = {socket.IPPROTO_TCP: "TCP", socket.IPPROTO_UDP: "UDP", socket.IPPROTO_ICMP: "ICMP"}
 QUEUE_BUILDUP = 32  # packets ahead in the backlog that point at arrivals outrunning softirq
@@ -35,7 +35,7 @@ class SlowEvent:
     task: str
     pid: int
     stack: tuple[str, ...]
-    stage: str = "enqueue_to_receive"  # or "transit"
+    stage: str = "enqueue_to_receive"  # or "transit", "receive_to_ip"
     from_interface: str | None = None  # transit: where the packet came from
 
     @property
@@ -87,7 +87,7 @@ def from_raw(
         pid=raw.pid,
         stack=tuple(stack),
         stage=THRESHOLD_STAGES[raw.stage],
-        from_interface=from_interface if raw.stage else None,
+        from_interface=from_interface if raw.stage == ThresholdStage.TRANSIT else None,
     )
 
 
@@ -117,6 +117,12 @@ def diagnose(ev: SlowEvent) -> str:
             f"slow transit: {us:.0f}us from S2 on {ev.from_interface} to S1 on "
             f"{ev.interface} (the path between them, e.g. the OVS datapath: a flow miss "
             "upcall to ovs-vswitchd, or the userspace datapath's threads); see the stack"
+        )
+    if ev.stage == "receive_to_ip":
+        return (
+            f"slow receive -> IP: {us:.0f}us inside __netif_receive_skb before ip_rcv on "
+            f"CPU {ev.receive_cpu} (a tc ingress program, a packet tap or the CPU taken by "
+            "interrupts in between); see the stack"
         )
     if "ksoftirqd" in ev.context:
         return (

@@ -23,6 +23,8 @@ class Filters:
     src_port: int | None = None
     dst_port: int | None = None
     protocol: str = "all"
+    # the seed tools' meaning: --src-port/--dst-port match either port of the packet
+    ports_either: bool = False
 
     @classmethod
     def parse(
@@ -32,6 +34,7 @@ class Filters:
         src_port: str | int | None = None,
         dst_port: str | int | None = None,
         protocol: str | None = None,
+        ports_either: bool = False,
     ) -> Filters:
         proto = (protocol or "all").lower()
         if proto != "all" and proto not in PROTOCOLS:
@@ -42,6 +45,7 @@ class Filters:
             _port(src_port, "--src-port"),
             _port(dst_port, "--dst-port"),
             proto,
+            ports_either,
         )
         if proto == "icmp" and (f.src_port is not None or f.dst_port is not None):
             raise UserError("--src-port/--dst-port cannot be used with --protocol icmp")
@@ -65,6 +69,8 @@ class Filters:
         if self.protocol != "all":
             flags |= F_PROTOCOL
             out["protocol"] = PROTOCOLS[self.protocol]
+        if self.ports_either:
+            flags |= ConfigFlag.PORTS_EITHER
         out["flags"] = flags
         return out
 
@@ -89,6 +95,7 @@ class Filters:
             "src_port": self.src_port,
             "dst_port": self.dst_port,
             "protocol": self.protocol,
+            **({"ports": "either"} if self.ports_either else {}),
         }
 
 

@@ -84,24 +84,19 @@ class Histogram:
         total = self.count
         return self.sum_ns / total if total else None
 
-    def log2_us(self) -> list[tuple[int, int, int]]:
-        """Counts regrouped into the seed tool's microsecond power-of-two rows:
-        (low_us, high_us, count) for 0-1us, 2-3us, 4-7us, ... up to the last used row.
-        A nanosecond bucket straddling a row boundary goes to its midpoint's row."""
+    def seed_rows(self) -> list[tuple[str, int]]:
+        """The seed tools' histogram rows, (label, count), non-empty ones only.
+        The seed's row b holds the packets with bpf_log2l(latency_us + 1) == b,
+        latency_us the whole microseconds: "1-1us" is under 1 us, "2-3us" is
+        1 to 3 us, "4-7us" 3 to 7 us. Regrouped from the nanosecond buckets; a
+        bucket straddling a row boundary goes to its midpoint's row."""
         rows: dict[int, int] = {}
         for b, n in enumerate(self.buckets):
             if n:
                 low, high = bucket_bounds(b)
-                mid_us = (low + high) // 2000
-                row = 0 if mid_us < 2 else mid_us.bit_length() - 1
+                row = ((low + high) // 2000 + 1).bit_length()
                 rows[row] = rows.get(row, 0) + n
-        if not rows:
-            return []
-        out = []
-        for row in range(max(rows) + 1):
-            low = 0 if row == 0 else 1 << row
-            out.append((low, (1 << (row + 1)) - 1, rows.get(row, 0)))
-        return out
+        return [(f"{1 << (r - 1)}-{(1 << r) - 1}us", rows[r]) for r in sorted(rows)]
 
 
 def _us(ns: float | None) -> float | None:

@@ -1,5 +1,8 @@
-"""The seed tool's interval report (enqueue_to_iprec_latency.py), one block
-per interface, same sections and wording, so existing runbooks read it."""
+"""`ovslat watch --format text`: the seed summary tool's interval report
+(enqueue_to_iprec_latency), one block per interface, in its sections and
+wording, with ovslat's additions (percentiles, drops, in flight, hops) in
+place. The whole run ends as the seed's CUMULATIVE report. The seed-compatible
+commands print the seed's text line for line instead: output/seedtext.py."""
 
 from __future__ import annotations
 
@@ -43,6 +46,17 @@ DEBUG_ROWS = (
 )
 
 
+def histogram_rows(h) -> list[str]:
+    """The seed's "Latency distribution" rows: its microsecond rows, bars
+    scaled to the largest row."""
+    rows = h.seed_rows()
+    top = max((n for _, n in rows), default=0)
+    return [
+        f"      {label:<16}: {n:6d} ({100.0 * n / h.count:5.1f}%) |{'*' * (BAR * n // top):<{BAR}}|"
+        for label, n in rows
+    ]
+
+
 def _stamp(wall_s: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall_s))
 
@@ -53,10 +67,7 @@ def _stage(st: InterfaceStats, stage: str, title: str) -> list[str]:
     out = [f"  {title}:", f"    Total samples: {total}"]
     if total:
         out.append("    Latency distribution:")
-        for low, high, n in h.log2_us():
-            pct = 100.0 * n / total
-            stars = "*" * round(BAR * n / total)
-            out.append(f"      {f'{low}-{high}us':<16}: {n:6d} ({pct:5.1f}%) |{stars:<{BAR}}|")
+        out += histogram_rows(h)
         p50, p99 = h.percentile_ns(0.5), h.percentile_ns(0.99)
         assert p50 is not None and p99 is not None  # None only for an empty histogram
         out.append(
@@ -65,16 +76,25 @@ def _stage(st: InterfaceStats, stage: str, title: str) -> list[str]:
     return out
 
 
-def interface_block(st: InterfaceStats, snap: Snapshot, s3: str | None) -> list[str]:
+def interface_block(
+    st: InterfaceStats, snap: Snapshot, s3: str | None, cumulative: bool = False
+) -> list[str]:
+    """One interface's report: of one interval, or (cumulative) of the whole
+    run, headed as the seed heads its own so that a script summing the
+    interval reports never counts the run twice."""
     c = st.counters
     i = st.iface
     where = f", netns {i.netns}" if i.netns else ""
     where += f", {i.role} of {i.bridge}" if i.bridge else ""
     where += ", GONE: last figures" if st.gone else ""
+    title = (
+        f"CUMULATIVE Enqueue → IP_RCV Latency Report (Total Duration: {snap.duration_s:.1f}s)"
+        if cumulative
+        else f"Enqueue → IP_RCV Latency Report (Interval: {snap.duration_s:.1f}s)"
+    )
     lines = [
         RULE,
-        f"[{_stamp(snap.start_wall_s + snap.duration_s)}] Enqueue → IP_RCV Latency Report "
-        f"(Interval: {snap.duration_s:.1f}s)",
+        f"[{_stamp(snap.start_wall_s + snap.duration_s)}] {title}",
         f"Interface: {i.name} (ifindex {i.ifindex}{where})  backend: {snap.backend}",
         RULE,
         "",
@@ -92,7 +112,7 @@ def interface_block(st: InterfaceStats, snap: Snapshot, s3: str | None) -> list[
     lines += [
         "",
         RULE,
-        "Packet Counters:",
+        "Packet Counters (Cumulative):" if cumulative else "Packet Counters (Interval):",
         f"  Enqueued packets:        {c.enqueued}",
         f"  Received packets:        {c.received}",
         f"  IP layer packets:        {c.ip_rcv}",
@@ -221,11 +241,9 @@ def event(ev) -> str:
 
 
 def render(snap: Snapshot, s3: str | None, summary: bool = False) -> str:
-    blocks = []
-    if summary:
-        blocks.append(f"{RULE}\nSUMMARY: whole run, {snap.duration_s:.1f}s\n{RULE}")
-    for st in snap.interfaces:
-        blocks.append("\n".join(interface_block(st, snap, s3)))
+    blocks = [
+        "\n".join(interface_block(st, snap, s3, cumulative=summary)) for st in snap.interfaces
+    ]
     if snap.hops:
         blocks.append("\n".join(hops_block(snap)))
     if snap.events_lost:

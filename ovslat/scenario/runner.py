@@ -242,7 +242,7 @@ def _options(sc: Scenario, db: str | None, backend: str | None) -> WatchOptions:
         max_flows=sc.max_flows,
         max_ifaces=sc.max_ifaces,
         threshold_us=sc.threshold.us if sc.threshold else None,
-        threshold_stage=sc.threshold.stage if sc.threshold else "enqueue_to_receive",
+        threshold_stages=(sc.threshold.stage if sc.threshold else "enqueue_to_receive",),
         max_events_per_sec=sc.threshold.max_events_per_sec if sc.threshold else 100,
     )
 
@@ -275,7 +275,7 @@ class _Recorder:
     def start(self, snap) -> None:
         self.write(jsonl.record(snap, "start", self.context))
 
-    def interval(self, snap) -> None:
+    def interval(self, snap, final: bool = False) -> None:
         phase = {"phase": "warmup"} if self.phase == "warmup" else {}
         self.write(jsonl.record(snap, "interval", self.context, **phase))
         self.progress.interval(snap, self.phase)

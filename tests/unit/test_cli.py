@@ -58,12 +58,15 @@ def test_not_root(monkeypatch, capsys):
 )
 def test_seed_commands_end_an_unexpected_error_in_one_line(main, prog, monkeypatch, capsys):
     """The seed-compatible commands end like ovslat's own: one line, no traceback."""
-    from ovslat.commands import seedcompat, watch
+    from ovslat.commands import seedcompat
+    from ovslat.engine import session
 
-    def broken(_options):
-        raise RuntimeError("the map went away")
+    class Broken:
+        def __init__(self, _options):
+            raise RuntimeError("the map went away")
 
-    monkeypatch.setattr(watch, "run", broken)
+    monkeypatch.setattr(session, "Session", Broken)
+    monkeypatch.setattr(seedcompat, "_is_root_enough", lambda: True)
     args = (
         ["--interface", "lo", "--threshold-us", "5"]
         if "threshold" in main

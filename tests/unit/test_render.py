@@ -43,7 +43,9 @@ def test_text_report_has_the_seed_sections():
     for line in (
         "  STAGE1_enqueue_to_backlog -> STAGE2___netif_receive_skb:",
         "    Total samples: 4",
-        "      0-1us           :      2 ( 50.0%) |********************                    |",
+        "      1-1us           :      1 ( 25.0%) |********************                    |",
+        "      2-3us           :      2 ( 50.0%) |****************************************|",
+        "      8-15us          :      1 ( 25.0%) |********************                    |",
         "    ^^^ CRITICAL ASYNC BOUNDARY (enqueue → receive) ^^^",
         "  STAGE2___netif_receive_skb -> STAGE3_ip_rcv:",
         "  Enqueued packets:        4",
@@ -63,7 +65,7 @@ def test_text_report_without_s3_says_so():
 
 
 def test_debug_block():
-    dbg = tuple(tuple(range(p * 10, p * 10 + 10)) for p in range(3))
+    dbg = tuple(tuple(range(p * 11, p * 11 + 11)) for p in range(3))
     snap = snapshot(dbg)
     snap = Snapshot(
         snap.start_wall_s,
@@ -75,7 +77,7 @@ def test_debug_block():
     lines = text_out.render(snap, "x").splitlines()
     assert "DEBUG STATISTICS (Stage Execution Flow) — veth0" in lines
     assert "  PROBE_ENTRY              : 200    (all interfaces)" in lines
-    assert "  FLOW_FOUND               : 18" in lines  # STAGE2 FLOW_FOUND = 10 + 8
+    assert "  FLOW_FOUND               : 20" in lines  # STAGE2 FLOW_FOUND = 11 + 9
 
 
 def test_json_schema():

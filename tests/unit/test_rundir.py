@@ -42,7 +42,7 @@ def with_hop(snap):
 def test_json_record_reads_back_to_the_same_record(kind):
     """`ovslat report` renders from the JSON lines: reading a record back
     must lose nothing that any renderer shows."""
-    snap = with_hop(snapshot(debug=tuple((0, *range(1, 10)) for _ in range(3))))
+    snap = with_hop(snapshot(debug=tuple((0, *range(1, 11)) for _ in range(3))))
     first = jsonl.record(snap, kind, CONTEXT)
     again = jsonl.record(jsonl.parse_record(json.loads(first)), kind, CONTEXT)
     assert json.loads(again) == json.loads(first)
