@@ -206,7 +206,7 @@ def test_debug_counters(host_a):
         d[k] for k in ("STAGE1_enqueue_to_backlog", "STAGE2___netif_receive_skb", "STAGE3_ip_rcv")
     )
     assert s1["HANDLE_ENTRY"] == s1["PARSE_SUCCESS"] == 120
-    assert s1["PORT_FILTER"] == 30 and s1["IP_FILTER"] == 10
+    assert s1["PORT_FILTER"] == 30 and s1["PROTO_FILTER"] == 10 and s1["IP_FILTER"] == 0
     assert s1["FLOW_CREATE"] == 80
     assert s2["FLOW_LOOKUP"] == s2["FLOW_FOUND"] == s2["LATENCY_SUBMIT"] == 80
     assert s3["LATENCY_SUBMIT"] == 80
