@@ -96,7 +96,7 @@ CASES = [
     ("export-port-busy", ["export", "-i", "lo", "--listen", "127.0.0.1:{busy}"], "in use"),
     ("seed-no-interface", ["@latency"], "--interface"),
     ("seed-bad-ip", ["@latency", "--interface", "lo", "--src-ip", "1.2.3"], "--src-ip"),
-    ("seed-threshold-missing", ["@threshold", "--interface", "lo"], "--threshold-us"),
+    ("seed-bad-threshold", ["@threshold", "--interface", "lo", "--threshold-us", "x"], "-us"),
     ("not-root", ["@nobody", "watch", "-i", "lo"], "lacks CAP_BPF, CAP_PERFMON"),
     ("ovsdb-denied", ["@nobody", "discover", "ovt-badbr", "--db", "{db}"], "permission denied"),
     ("caps-short", ["@bpfonly", "watch", "-i", "lo"], "lacks CAP_NET_ADMIN, CAP_SYSLOG: run"),
