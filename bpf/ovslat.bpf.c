@@ -494,12 +494,12 @@ static __always_inline s32 on_enqueue(void *ctx, void *skb, s32 target_cpu, u32 
 	return slot;
 }
 
-#ifdef BACKEND_TRACEPOINT
-/* netif_receive_skb() either receives synchronously or, with RPS, enqueues
- * to a backlog; its tracepoints do not say which. Each call pushes its skb
- * (0 if untracked) here; a core receive of the top skb on this CPU means
- * synchronous, and an exit that still finds it means it went to a backlog.
- * A stack because receives can nest (a tunnel or tap receiving inside one). */
+/* netif_receive_skb() either receives in place (synchronously: a tap, a
+ * netdev bridge's internal port, any device without RPS that calls it) or,
+ * with RPS, enqueues to a backlog. Each call pushes its skb here (the
+ * tracepoint backend: 0 if untracked) and its exit pops it; an S2 of the top
+ * skb on this CPU, inside that call, is a synchronous receive. A stack
+ * because receives can nest (a tunnel or tap receiving inside one). */
 #define PENDING_DEPTH 4 /* a power of two */
 struct pending {
 	u32 depth;
@@ -523,12 +523,6 @@ static __always_inline int is_synchronous(u64 skb)
 	}
 	return 0;
 }
-#else
-static __always_inline int is_synchronous(u64 skb)
-{
-	return 0;
-}
-#endif
 
 /* S2 */
 static __always_inline void on_receive(void *ctx, void *skb)
@@ -568,24 +562,45 @@ static __always_inline void on_receive(void *ctx, void *skb)
 		return;
 	DBG(c, POINT_S2, DBG_FLOW_LOOKUP);
 	f = flows.lookup(&key);
-	if (is_synchronous(key)) {
+	now = bpf_ktime_get_ns();
+	/* A record S1 made for certain (not the tracepoint backend's tentative
+	 * one) means this skb was enqueued: a backlog receive, even one that
+	 * happens to run inside a netif_receive_skb() call. */
+	if (is_synchronous(key) && !(f && !f->tentative)) {
+		struct flow arrival = {};
+
+		if (f && f->fingerprint == p.fingerprint && f->slot == slot) {
+			/* tracepoint: S1 ran at netif_receive_skb_entry, where the
+			 * transit to this interface ended */
+			arrival.origin_ns = f->origin_ns;
+			arrival.origin_slot = f->origin_slot;
+		} else {
+			/* kprobe/fentry: S2 is where it ends */
+			hop_arrive(ctx, cfg, c, &p, slot, now, &arrival);
+		}
 		if (f)
 			flows.delete(&key);
-		f = 0;
+		c->received_sync++;
+		if (lr) {
+			lr->skb = key;
+			lr->ts_receive_ns = now;
+			lr->origin_ns = arrival.origin_ns;
+			lr->slot = slot;
+			lr->origin_slot = arrival.origin_slot;
+		}
+		hop_leave(cfg, &p, slot, now, arrival.origin_ns, arrival.origin_slot);
+		return;
 	}
-	now = bpf_ktime_get_ns();
 	if (!f || f->fingerprint != p.fingerprint || f->slot != slot) {
-		/* Never enqueued (synchronous receive), refused by a full flow
-		 * map, or a recycled sk_buff: no latency is better than a wrong one. */
+		/* Enqueued but refused by a full flow map, its record expired, or a
+		 * recycled sk_buff: no latency is better than a wrong one. */
 		struct flow arrival = {};
 
 		c->flow_lookup_failures++;
 		if (f)
 			flows.delete(&key);
-		/* A receive without S1 (synchronous: a tap without RPS under
-		 * kprobe/fentry) is where a transit to this interface ends; the
-		 * tracepoint backend's S1 of such a receive has consumed the mark
-		 * already. It may travel on, its journey's origin inherited. */
+		/* It still ends a transit to this interface and may travel on,
+		 * its journey's origin inherited. */
 		hop_arrive(ctx, cfg, c, &p, slot, now, &arrival);
 		hop_leave(cfg, &p, slot, now, arrival.origin_ns, arrival.origin_slot);
 		return;
@@ -767,6 +782,37 @@ int drop_kfree_skb(struct bpf_raw_tracepoint_args *ctx)
 		drops.insert(&k, &one);
 	return 0;
 }
+
+#ifndef BACKEND_TRACEPOINT
+/* Which receives are synchronous (is_synchronous): the skb of each
+ * netif_receive_skb() call in progress on this CPU. No lookup, no parse:
+ * the S2 that follows does both. */
+RAW_TRACEPOINT_PROBE(netif_receive_skb_entry)
+{
+	u32 zero = 0, d;
+	struct pending *pd = pendings.lookup(&zero);
+
+	if (!pd)
+		return 0;
+	d = pd->depth++;
+	if (d < PENDING_DEPTH)
+		pd->skb[d & (PENDING_DEPTH - 1)] = ctx->args[0];
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(netif_receive_skb_exit)
+{
+	u32 zero = 0, d;
+	struct pending *pd = pendings.lookup(&zero);
+
+	if (!pd || pd->depth == 0)
+		return 0;
+	d = --pd->depth;
+	if (d < PENDING_DEPTH)
+		pd->skb[d & (PENDING_DEPTH - 1)] = 0;
+	return 0;
+}
+#endif
 
 #if defined(BACKEND_FENTRY)
 

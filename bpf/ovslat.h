@@ -99,8 +99,9 @@ enum threshold_stage {
 /* Per interface, per CPU; user space sums the CPUs. */
 struct counters {
 	__u64 enqueued;
-	__u64 received;
-	__u64 ip_rcv;
+	__u64 received;	     /* S2 of a packet seen at S1: S1 -> S2 measured */
+	__u64 received_sync; /* S2 without a backlog: netif_receive_skb() received it in place */
+	__u64 ip_rcv;	     /* S3 after either kind of S2: S2 -> S3 measured */
 	__u64 cross_cpu;
 	__u64 parse_failures;
 	__u64 flow_lookup_failures;

@@ -118,6 +118,7 @@ class Counters(ctypes.Structure):
     _fields_ = [
         ("enqueued", u64),
         ("received", u64),
+        ("received_sync", u64),
         ("ip_rcv", u64),
         ("cross_cpu", u64),
         ("parse_failures", u64),

@@ -57,7 +57,15 @@ def add_target(p, bridge_help: str) -> None:
         action="append",
         default=[],
         metavar="ROLE",
-        help="with BRIDGE: only these roles (uplink, internal, vm, tunnel); repeatable",
+        help="with BRIDGE: only these roles (uplink, internal, pod, vm, tunnel); repeatable",
+    )
+    p.add_argument(
+        "--pod",
+        action="append",
+        default=[],
+        metavar="NAMESPACE/NAME",
+        help="with BRIDGE: only this workload's interfaces among the workloads' (pods, VMs "
+        "as `discover` names them; the uplinks and internal ports stay); repeatable",
     )
     p.add_argument(
         "--exclude",
@@ -107,8 +115,9 @@ def add_engine(p) -> None:
     p.add_argument(
         "--max-ifaces",
         type=integer("--max-ifaces"),
-        default=64,
-        help="interface slots in the BPF maps (default 64)",
+        default=None,
+        help="interface slots in the BPF maps (default: twice the interfaces found at "
+        "start plus 64, at least 64; a slot is never reused within a run)",
     )
 
 
@@ -121,8 +130,8 @@ def filters(a):
 def roles(a) -> frozenset[str]:
     """--only, comma-separated or repeated; an error without a BRIDGE."""
     only = frozenset(r.strip() for v in a.only for r in v.split(",") if r.strip())
-    if (only or a.exclude) and not a.bridge:
-        raise UserError("--only/--exclude need a BRIDGE to select from")
+    if (only or a.exclude or a.pod) and not a.bridge:
+        raise UserError("--only/--exclude/--pod need a BRIDGE to select from")
     return only
 
 
@@ -137,6 +146,7 @@ def watch_options(a, **extra):
         db=a.db,
         only=roles(a),
         exclude=frozenset(a.exclude),
+        workloads=frozenset(a.pod),
         filters=filters(a),
         interval_s=a.interval,
         duration_s=a.duration,

@@ -76,11 +76,12 @@ class Watch:
         return self.stderr
 
     def totals(self, name: str) -> dict:
-        """Counters of interface `name`, summed over the intervals seen so far."""
+        """Counters of interface `name` (NAME@NETNS, or NAME), summed over the
+        intervals seen so far."""
         out: dict[str, int] = {}
         for rec in self.intervals:
             for i in rec["interfaces"]:
-                if i["name"] == name:
+                if name in (label(i), i["name"]):
                     for k, v in i["counters"].items():
                         out[k] = out.get(k, 0) + v
         return out
@@ -144,9 +145,16 @@ class Watch:
         self.kill()
 
 
+def label(i: dict) -> str:
+    """An interface of a JSON record as ovslat labels it: NAME, NAME@NETNS."""
+    return f"{i['name']}@{i['netns']}" if i.get("netns") else i["name"]
+
+
 def interface(record: dict, name: str) -> dict:
-    (found,) = (i for i in record["interfaces"] if i["name"] == name)
-    return found
+    """The interface labelled `name` (NAME or NAME@NETNS); else the one named so."""
+    found = [i for i in record["interfaces"] if label(i) == name]
+    (one,) = found or [i for i in record["interfaces"] if i["name"] == name]
+    return one
 
 
 def run_ovslat(args: list[str], timeout_s: float = 60.0) -> subprocess.CompletedProcess:

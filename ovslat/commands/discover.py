@@ -24,6 +24,18 @@ def as_dict(b: Bridge) -> dict:
                 "kind": (m.link.kind or "nic") if m.link else None,
                 "mtu": m.link.mtu if m.link else None,
                 "rps": m.link.rps if m.link else None,
+                "workload": m.workload or None,
+                # a pod's own end, measured in its namespace as well
+                "peer": (
+                    {
+                        "name": m.peer.name,
+                        "ifindex": m.peer.ifindex,
+                        "netns": m.peer.netns,
+                        "netns_inode": m.peer.netns_inode,
+                    }
+                    if m.peer
+                    else None
+                ),
                 "measurable": m.measurable,
                 "reason": m.reason,
                 "warning": m.warning,
@@ -45,15 +57,20 @@ def render_table(b: Bridge) -> str:
         "kind",
         "mtu",
         "rps",
+        "workload",
+        "peer",
         "measurable",
     )
-    rows = [
-        [
-            ("-" if r[c] is None else str(r[c]).lower() if isinstance(r[c], bool) else str(r[c]))
-            for c in cols
-        ]
-        for r in d["interfaces"]
-    ]
+
+    def cell(r: dict, c: str) -> str:
+        v = r[c]
+        if v is None:
+            return "-"
+        if c == "peer":
+            return f"{v['name']}@{v['netns']}"
+        return str(v).lower() if isinstance(v, bool) else str(v)
+
+    rows = [[cell(r, c) for c in cols] for r in d["interfaces"]]
     widths = [
         max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)
     ]

@@ -237,8 +237,9 @@ def _nics() -> list[Finding]:
                 Finding(
                     WARN,
                     f"RPS {name}",
-                    "off: packets are received synchronously, bypassing enqueue_to_backlog "
-                    f"(counted as flow lookup failures); enable it: echo f > "
+                    "off: packets are received synchronously through GRO, bypassing "
+                    "enqueue_to_backlog and netif_receive_skb() (no S1 -> S2; README, Known "
+                    f"limits); enable it: echo f > "
                     f"/sys/class/net/{name}/queues/rx-0/rps_cpus, or watch the bridge port",
                 )
             )

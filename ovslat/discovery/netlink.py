@@ -4,11 +4,15 @@ The only module that imports pyroute2."""
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 
 from pyroute2 import IPRoute, NetNS
+from pyroute2.netlink import NLM_F_REQUEST
+from pyroute2.netlink.rtnl import RTM_GETLINK
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from ovslat.discovery.topology import Link
+from ovslat.discovery.topology import Link, Peer
 from ovslat.errors import UserError
 from ovslat.model.snapshot import Interface
 
@@ -85,7 +89,78 @@ def links() -> dict[str, Link]:
             name = msg.get_attr("IFLA_IFNAME")
             info = msg.get_attr("IFLA_LINKINFO")
             kind = (info.get_attr("IFLA_INFO_KIND") if info else None) or ""
+            peer = msg.get_attr("IFLA_LINK") if kind == "veth" else None
             out[name] = Link(
-                name, msg["index"], kind, msg.get_attr("IFLA_MTU") or 0, rps_enabled(name)
+                name,
+                msg["index"],
+                kind,
+                msg.get_attr("IFLA_MTU") or 0,
+                rps_enabled(name),
+                peer,
+                msg.get_attr("IFLA_LINK_NETNSID") if peer else None,
             )
+    return out
+
+
+# Where network namespaces are bound to files: ip-netns and the CNI plugins'
+# (containerd, CRI-O) /var/run/netns, Docker's own directory.
+NETNS_DIRS = ("/var/run/netns", "/var/run/docker/netns")
+
+
+def _namespace_files(hints: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(display name, path) of every network namespace this host can name:
+    the bound ones, then those only a process holds (a pod's sandbox whose
+    runtime binds nothing), one path per namespace."""
+    out = [(os.path.basename(p), p) for p in hints]
+    for d in NETNS_DIRS:
+        out += [(os.path.basename(p), p) for p in sorted(glob.glob(f"{d}/*"))]
+    for p in sorted(glob.glob("/proc/[0-9]*/ns/net"), key=lambda p: int(p.split("/")[2])):
+        out.append((f"pid:{p.split('/')[2]}", p))
+    return out
+
+
+def peers(links: dict[str, Link], hints: tuple[str, ...] = ()) -> dict[str, Peer]:
+    """The other end of each veth in `links` whose peer lives in another
+    namespace, by the host end's name: the namespace found by asking the
+    kernel for each candidate namespace's id here (RTM_GETNSID), the peer's
+    name asked in that namespace by id (RTM_GETLINK, IFLA_TARGET_NETNSID)."""
+    wanted = {lk.peer_netnsid for lk in links.values() if lk.peer_netnsid is not None}
+    if not wanted:
+        return {}
+    own = netns_inode()
+    found: dict[int, tuple[str, str, int]] = {}  # nsid -> (name, path, inode)
+    seen: set[int] = {own}
+    with IPRoute() as ipr:
+        for name, path in _namespace_files(hints):
+            if wanted <= found.keys():
+                break
+            try:
+                inode = os.stat(path).st_ino
+                if inode in seen:
+                    continue
+                seen.add(inode)
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue  # the process ended, or a stale bind
+            try:
+                nsid = (ipr.get_netnsid(fd=fd) or {}).get("nsid", -1)
+            except Exception:  # noqa: BLE001 - pyroute2 raises NetlinkError and others
+                nsid = -1
+            finally:
+                os.close(fd)
+            if nsid is not None and nsid >= 0 and nsid in wanted:
+                found[nsid] = (name, path, inode)
+        out = {}
+        for host, lk in links.items():
+            if lk.peer_netnsid not in found or not lk.peer_ifindex:
+                continue
+            name, path, inode = found[lk.peer_netnsid]
+            msg = ifinfmsg()
+            msg["index"] = lk.peer_ifindex
+            msg["attrs"] = [("IFLA_IF_NETNSID", lk.peer_netnsid)]  # = IFLA_TARGET_NETNSID
+            try:
+                (reply,) = ipr.nlm_request(msg, msg_type=RTM_GETLINK, msg_flags=NLM_F_REQUEST)
+            except Exception:  # noqa: BLE001 - gone since, or a kernel < 4.20
+                continue
+            out[host] = Peer(reply.get_attr("IFLA_IFNAME"), lk.peer_ifindex, name, path, inode)
     return out

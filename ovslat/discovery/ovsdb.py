@@ -23,7 +23,7 @@ DB_NAME = "Open_vSwitch"
 _COLUMNS = {
     "Bridge": ["name", "ports", "datapath_type"],
     "Port": ["name", "interfaces"],
-    "Interface": ["name", "type", "ofport", "options", "error"],
+    "Interface": ["name", "type", "ofport", "options", "error", "external_ids"],
 }
 
 
@@ -118,6 +118,7 @@ class Ovsdb:
                                 ofport=ofport,
                                 options=dict(i.options),
                                 error=i.error[0] if i.error else None,
+                                external_ids=dict(i.external_ids),
                             )
                         )
                 return b.datapath_type, sorted(out, key=lambda x: x.name)

@@ -20,8 +20,12 @@ _TUNNEL_DEVICES = {
     "gtpu": ("gtp_sys_{port}", 2152),
     "bareudp": ("bareudp_sys_{port}", None),
 }
-_DPDK = ("dpdk", "dpdkvhostuser", "dpdkvhostuserclient", "dpdkr", "afxdp", "afxdp-nonpmd")
-ROLES = ("uplink", "internal", "vm", "tunnel", "patch")
+_DPDK = ("dpdk", "dpdkr", "afxdp", "afxdp-nonpmd")
+_VHOST_USER = ("dpdkvhostuser", "dpdkvhostuserclient")
+ROLES = ("uplink", "internal", "pod", "vm", "tunnel", "patch")
+# An Interface row's external_ids:ovslat_role overrides the role ovslat infers:
+# for a veth that plays a NIC (a router's namespace on the other end), say.
+ROLE_OVERRIDE = "ovslat_role"
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class OvsInterface:
     ofport: int | None = None
     options: dict = field(default_factory=dict, hash=False)
     error: str | None = None
+    external_ids: dict = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,43 @@ class Link:
     kind: str  # IFLA_INFO_KIND: veth, tun, vxlan, openvswitch, ... ; "" = a NIC driver
     mtu: int
     rps: bool | None  # RPS on any RX queue
+    # a veth's other end (IFLA_LINK) and, when it is in another network
+    # namespace, that namespace's id as this one knows it (IFLA_LINK_NETNSID)
+    peer_ifindex: int | None = None
+    peer_netnsid: int | None = None
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A pod's end of a veth: the interface in the pod's network namespace."""
+
+    name: str
+    ifindex: int
+    netns: str  # a name under /var/run/netns, else "pid:N" (found through a process)
+    netns_path: str
+    netns_inode: int
+
+
+def workload(external_ids: dict) -> str:
+    """Who an interface belongs to, from what the orchestrator wrote into its
+    OVSDB row, "" when none of them did:
+      Antrea        pod-namespace, pod-name         -> NAMESPACE/POD
+      kube-ovn      pod_namespace, pod_name         -> NAMESPACE/POD
+      OVN-Kubernetes iface-id NAMESPACE_POD (with sandbox) -> NAMESPACE/POD
+      OpenStack     vm-uuid (nova, os-vif)          -> vm:UUID
+    Kubernetes names never contain "_", so OVN-Kubernetes' iface-id splits at
+    the first one; OpenStack's iface-id is a Neutron port UUID, not a name."""
+    e = external_ids
+    for ns_key, name_key in (("pod-namespace", "pod-name"), ("pod_namespace", "pod_name")):
+        if e.get(ns_key) and e.get(name_key):
+            return f"{e[ns_key]}/{e[name_key]}"
+    iface_id = e.get("iface-id", "")
+    if e.get("sandbox") and "_" in iface_id:
+        ns, _, pod = iface_id.partition("_")
+        return f"{ns}/{pod}"
+    if e.get("vm-uuid"):
+        return f"vm:{e['vm-uuid']}"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -59,6 +101,8 @@ class Member:
     link: Link | None
     reason: str | None = None  # why it cannot be measured
     warning: str | None = None
+    workload: str = ""  # workload() of its external_ids
+    peer: Peer | None = None  # role pod: the pod's end, when its namespace was found
 
     @property
     def measurable(self) -> bool:
@@ -72,24 +116,42 @@ class Bridge:
     members: tuple[Member, ...]
 
     def measurable(
-        self, only: set[str] | None = None, exclude: set[str] | None = None
+        self,
+        only: set[str] | None = None,
+        exclude: set[str] | None = None,
+        workloads: set[str] | None = None,
     ) -> list[Member]:
+        """workloads: only these of the members that belong to a workload
+        (the others, an uplink or an internal port, stay)."""
         return [
             m
             for m in self.members
-            if m.measurable and (not only or m.role in only) and m.name not in (exclude or set())
+            if m.measurable
+            and (not only or m.role in only)
+            and m.name not in (exclude or set())
+            and (not workloads or not m.workload or m.workload in workloads)
         ]
+
+    @property
+    def workloads(self) -> list[str]:
+        return sorted({m.workload for m in self.members if m.workload})
 
 
 def _role(i: OvsInterface, link: Link | None) -> str:
     t = i.type
+    if i.external_ids.get(ROLE_OVERRIDE) in ROLES:
+        return i.external_ids[ROLE_OVERRIDE]
     if t == "internal":
         return "internal"
     if t in _TUNNEL_DEVICES:
         return "tunnel"
     if t == "patch":
         return "patch"
-    if t in ("tap", "dpdkvhostuser", "dpdkvhostuserclient") or (link and link.kind == "tun"):
+    if t in ("tap", *_VHOST_USER) or (link and link.kind == "tun"):
+        return "vm"
+    if link and link.kind == "veth" and link.peer_netnsid is not None:
+        return "pod"  # the host end of a veth whose other end is in another namespace
+    if i.external_ids.get("vm-uuid"):
         return "vm"
     return "uplink"
 
@@ -100,6 +162,11 @@ def _device(i: OvsInterface, datapath: str) -> tuple[str | None, str | None]:
         return None, "patch port: no kernel device, packets stay inside OVS"
     if i.type in _DPDK:
         return None, f"{i.type} port: DPDK/AF_XDP, packets never enter the kernel stack"
+    if i.type in _VHOST_USER:
+        return None, (
+            f"{i.type} port: OVS-DPDK copies the VM's packets to and from its virtio rings "
+            "in user space, never through the kernel's receive path"
+        )
     if i.type in _TUNNEL_DEVICES:
         if datapath == "netdev":
             return None, (
@@ -112,8 +179,14 @@ def _device(i: OvsInterface, datapath: str) -> tuple[str | None, str | None]:
 
 
 def classify(
-    bridge: str, datapath_type: str, interfaces: list[OvsInterface], links: dict[str, Link]
+    bridge: str,
+    datapath_type: str,
+    interfaces: list[OvsInterface],
+    links: dict[str, Link],
+    peers: dict[str, Peer] | None = None,
 ) -> Bridge:
+    """peers: the pod end of each host veth whose namespace was found, by the
+    host end's name."""
     datapath = "netdev" if datapath_type == "netdev" else "system"
     members = []
     for i in interfaces:
@@ -133,9 +206,28 @@ def classify(
         if link and role == "internal" and datapath == "netdev" and link.rps is False:
             warning = (
                 f"{i.name} is a tap (netdev datapath): it receives through "
-                "netif_receive_skb() without a backlog unless RPS is on"
+                "netif_receive_skb() without a backlog unless RPS is on: its packets are "
+                "synchronous receives (received_sync: S2 -> S3 measured, no S1 -> S2)"
+            )
+        peer = (peers or {}).get(device or "") if role == "pod" else None
+        if role == "pod" and link and link.peer_netnsid is not None and peer is None:
+            warning = (
+                f"the pod end of {i.name} is in a network namespace ovslat cannot open "
+                f"(netns id {link.peer_netnsid}: no /var/run/netns entry or process found); "
+                "only the host end is measured"
             )
         members.append(
-            Member(i.name, role, i.type or "system", i.ofport, device, link, reason, warning)
+            Member(
+                i.name,
+                role,
+                i.type or "system",
+                i.ofport,
+                device,
+                link,
+                reason,
+                warning,
+                workload(i.external_ids),
+                peer,
+            )
         )
     return Bridge(bridge, datapath, tuple(members))

@@ -25,7 +25,6 @@ from ovslat.model.snapshot import STAGES, Counters, Interface
 
 BPF_DIR = data_dir("bpf")
 SOURCE = BPF_DIR / "ovslat.bpf.c"
-MAX_HOPS = 256  # (from, to, kind) histograms; hops are found in traffic
 _KPROBE_FN = dict(zip(HOOKS, ("kprobe_enqueue", "kprobe_receive", "kprobe_ip"), strict=True))
 
 # What S3 means under each backend; shown by README and the reports.
@@ -96,6 +95,7 @@ class EngineOptions:
     max_ifaces: int = 64
     max_flows: int = 10240
     debug: bool = False
+    max_hops: int = 256  # (from, to, kind) histograms; hops are found in traffic
 
 
 @contextlib.contextmanager
@@ -143,7 +143,7 @@ def cflags(kernel: KernelInfo, backend: str, o: EngineOptions) -> list[str]:
         f"-DBACKEND_{backend.upper()}",
         f"-DMAX_IFACES={o.max_ifaces}",
         f"-DMAX_FLOWS={o.max_flows}",
-        f"-DMAX_HOPS={MAX_HOPS}",
+        f"-DMAX_HOPS={o.max_hops}",
         f"-DOVSLAT_NR_CPUS={kernel.ncpus}",
     ]
     flags += [f"-D{k}={v}" for k, v in kernel.offsets.items()]
@@ -370,10 +370,9 @@ class Program:
         flags = IfaceFlag.NO_RPS if iface.rps is False else 0
         self._ifaces[k] = self._ifaces.Leaf(iface.slot, flags)
         if self._nf_fn is not None and iface.netns_inode not in self._links:
-            path = None if not iface.netns else f"/var/run/netns/{iface.netns}"
             try:
                 self._links[iface.netns_inode] = nflink.link_create(
-                    self._nf_fn.fd, self._nf_attach_type, path
+                    self._nf_fn.fd, self._nf_attach_type, iface.ns_path
                 )
             except OSError as e:
                 self.notes.append(f"S3 unavailable in {iface.netns or 'this netns'}: {e}")

@@ -39,13 +39,14 @@ class WatchOptions:
     db: str = DEFAULT_DB
     only: frozenset[str] = frozenset()
     exclude: frozenset[str] = frozenset()
+    workloads: frozenset[str] = frozenset()  # --pod: NAMESPACE/NAME as discovery names them
     filters: Filters = field(default_factory=Filters)
     interval_s: float = 1.0
     duration_s: float | None = None
     fmt: str = "auto"  # live on a terminal, else text
     backend: str = "auto"
     max_flows: int = 10240
-    max_ifaces: int = 64
+    max_ifaces: int | None = None  # None: auto_slots() of the interfaces found at start
     debug: bool = False
     threshold_us: float | None = None  # slow-packet events above this latency
     # what threshold_us applies to: S1 -> S2, the transit between two interfaces, S2 -> S3
@@ -66,9 +67,9 @@ def validate(o: WatchOptions) -> None:
         raise UserError(f"--duration must be > 0 seconds, got {o.duration_s:g}")
     if not 1 <= o.max_flows <= 1 << 24:
         raise UserError(f"--max-flows must be between 1 and {1 << 24}, got {o.max_flows}")
-    if not 1 <= o.max_ifaces <= 65536:
+    if o.max_ifaces is not None and not 1 <= o.max_ifaces <= 65536:
         raise UserError(f"--max-ifaces must be between 1 and 65536, got {o.max_ifaces}")
-    if len(o.interfaces) > o.max_ifaces:
+    if o.max_ifaces is not None and len(o.interfaces) > o.max_ifaces:
         raise UserError(
             f"{len(o.interfaces)} interfaces named but --max-ifaces is {o.max_ifaces}; raise it"
         )
@@ -104,11 +105,27 @@ FLOW_ENTRY_BYTES = 8 + ctypes.sizeof(abi.Flow) + 56
 HOP_TABLE_BYTES = abi.HOP_SLOTS * ctypes.sizeof(abi.HopEntry)
 
 
-def map_bytes(o: WatchOptions, ncpus: int) -> int:
-    """An estimate of the BPF map memory the program will pin."""
-    hists = o.max_ifaces * abi.NSTAGES * ctypes.sizeof(abi.Hist) * ncpus
-    maxima = o.max_ifaces * 2 * ctypes.sizeof(abi.Maxima) * ncpus
-    return hists + maxima + o.max_flows * FLOW_ENTRY_BYTES + HOP_TABLE_BYTES
+def auto_slots(found: int) -> int:
+    """Interface slots when --max-ifaces is not given: room for the bridge's
+    churn (pods come and go; a slot is never reused within a run) on top of
+    what is there at start."""
+    return max(64, 2 * found + 64)
+
+
+def max_hops(slots: int) -> int:
+    """Hop histograms ((from, to, kind), found in traffic): an uplink -> pod
+    transit and end-to-end for every pod, and more."""
+    return max(256, 2 * slots)
+
+
+def map_bytes(slots: int, max_flows: int, ncpus: int) -> int:
+    """An estimate of the BPF map memory the program will pin (per-CPU maps
+    hold a copy per CPU)."""
+    hists = slots * abi.NSTAGES * ctypes.sizeof(abi.Hist) * ncpus
+    maxima = slots * 2 * ctypes.sizeof(abi.Maxima) * ncpus
+    counters = (slots + 1) * ctypes.sizeof(abi.Counters) * ncpus
+    hops = max_hops(slots) * (ctypes.sizeof(abi.Hist) + 3 * 8) * ncpus
+    return hists + maxima + counters + hops + max_flows * FLOW_ENTRY_BYTES + HOP_TABLE_BYTES
 
 
 def _mem_available() -> int | None:
@@ -122,15 +139,15 @@ def _mem_available() -> int | None:
     return None
 
 
-def _check_memory(o: WatchOptions, ncpus: int) -> None:
+def _check_memory(o: WatchOptions, slots: int, ncpus: int) -> None:
     """Kernel map memory is pinned and unswappable: never more than MAX_MAP_BYTES,
     nor half of what the host has available."""
-    need = map_bytes(o, ncpus)
+    need = map_bytes(slots, o.max_flows, ncpus)
     available = _mem_available()
     limit = min(MAX_MAP_BYTES, available // 2) if available else MAX_MAP_BYTES
     if need > limit:
         raise UserError(
-            f"--max-flows {o.max_flows} and --max-ifaces {o.max_ifaces} need about "
+            f"--max-flows {o.max_flows} and --max-ifaces {slots} need about "
             f"{need >> 20} MiB of kernel memory for BPF maps on {ncpus} CPUs, more than "
             f"ovslat allows itself here ({limit >> 20} MiB); lower them"
         )
@@ -197,7 +214,9 @@ class Session:
             if o.bridge:
                 from ovslat.discovery.bridge import BridgeSource, check_measurable
 
-                self.source = BridgeSource(o.bridge, o.db, set(o.only), set(o.exclude))
+                self.source = BridgeSource(
+                    o.bridge, o.db, set(o.only), set(o.exclude), set(o.workloads)
+                )
                 opened.callback(self.source.close)
                 check_measurable(self.source)
                 named = {(i.netns_inode, i.ifindex) for i in interfaces}
@@ -205,9 +224,12 @@ class Session:
                     i for i in self.source.interfaces() if (i.netns_inode, i.ifindex) not in named
                 ]
             kernel = KernelInfo.probe()
-            _check_memory(o, kernel.ncpus)
+            self.slots = o.max_ifaces or auto_slots(len(interfaces))
+            _check_memory(o, self.slots, kernel.ncpus)
+            self.map_bytes = map_bytes(self.slots, o.max_flows, kernel.ncpus)
             self.program = open_program(
-                kernel, EngineOptions(o.backend, o.max_ifaces, o.max_flows, o.debug)
+                kernel,
+                EngineOptions(o.backend, self.slots, o.max_flows, o.debug, max_hops(self.slots)),
             )
             opened.callback(self.program.close)
             self.program.set_filters(o.filters.config_fields())
@@ -235,9 +257,11 @@ class Session:
 
     def describe(self) -> str:
         live = self.collector.live()
+        shown = ", ".join(i.label for i in live[:12]) + (", ..." if len(live) > 12 else "")
         return (
-            f"{len(live)} interface(s) ({', '.join(i.label for i in live)}) "
-            f"with the {self.program.backend} backend"
+            f"{len(live)} interface(s) ({shown}) with the {self.program.backend} backend; "
+            f"BPF maps about {self.map_bytes / (1 << 20):.1f} MiB for {self.slots} "
+            "interface slots"
         )
 
     def follow(self) -> None:

@@ -21,8 +21,9 @@ DEBUG_POINTS = ("STAGE1_enqueue_to_backlog", "STAGE2___netif_receive_skb", "STAG
 @dataclass(frozen=True)
 class Counters:
     enqueued: int = 0
-    received: int = 0
-    ip_rcv: int = 0
+    received: int = 0  # S2 after S1: S1 -> S2 measured
+    received_sync: int = 0  # S2 with no backlog (netif_receive_skb() in place)
+    ip_rcv: int = 0  # S3 after either kind of S2
     cross_cpu: int = 0
     parse_failures: int = 0
     flow_lookup_failures: int = 0
@@ -90,12 +91,25 @@ class Interface:
     netns: str = ""  # name under /var/run/netns, "" for ovslat's own namespace
     slot: int = 0
     rps: bool | None = None  # RPS on any RX queue; None: not known (another netns)
-    role: str = ""  # uplink | internal | vm | tunnel, when found through a bridge
+    role: str = ""  # uplink | internal | pod | vm | tunnel, when found through a bridge
     bridge: str = ""
+    # who the interface belongs to, as the orchestrator names it ("NAMESPACE/POD",
+    # an OpenStack VM's uuid); "" when OVSDB's external_ids say nothing
+    workload: str = ""
+    # where the namespace is opened when it has no /var/run/netns name (a pod's,
+    # found through a process): "/proc/PID/ns/net"
+    netns_path: str = ""
 
     @property
     def label(self) -> str:
         return f"{self.name}@{self.netns}" if self.netns else self.name
+
+    @property
+    def ns_path(self) -> str | None:
+        """The file naming the interface's network namespace; None for ovslat's own."""
+        if self.netns_path:
+            return self.netns_path
+        return f"/var/run/netns/{self.netns}" if self.netns else None
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ def interface_json(st: InterfaceStats, queue_depth_source: str) -> dict:
         "netns_inode": i.netns_inode,
         "role": i.role or None,
         "bridge": i.bridge or None,
+        "workload": i.workload or None,
         "gone": st.gone,
         "counters": c.as_dict(),
         "in_flight": c.in_flight,
@@ -152,6 +153,7 @@ def _interface(obj: dict, slot: int) -> InterfaceStats:
         None,
         obj["role"] or "",
         obj["bridge"] or "",
+        obj.get("workload") or "",
     )
     debug: tuple[tuple[int, ...], ...] = ()
     if "debug" in obj:

@@ -296,7 +296,14 @@ COUNTERS = (
     ("ip_rcv", "packets that reached ip_rcv (S3)"),
     ("cross_cpu", "packets received on another CPU than they were enqueued on"),
     ("parse_failures", "packets whose IPv4 header could not be read"),
-    ("flow_lookup_failures", "S2 without an S1: received synchronously, or the flow map was full"),
+    (
+        "received_sync",
+        "packets received in place by netif_receive_skb(), without a backlog (no S1)",
+    ),
+    (
+        "flow_lookup_failures",
+        "S2 of an enqueued packet whose S1 record was missing (flow map full, expired)",
+    ),
     (
         "hops_lost",
         "packets received here whose hop to the next interface was lost (mark overwritten)",
@@ -320,6 +327,8 @@ def _labels(i: Interface, datapaths: dict[str, str]) -> dict[str, str]:
         out["netns"] = i.netns
     if i.role:
         out["role"] = i.role
+    if i.workload:
+        out["workload"] = i.workload
     if i.bridge:
         out["bridge"] = i.bridge
         if datapaths.get(i.bridge):

@@ -189,7 +189,8 @@ def _counters(st: InterfaceStats, extended: bool) -> list[str]:
         f"  IP layer packets:        {c.ip_rcv}",
         f"  Cross-CPU migrations:    {c.cross_cpu}",
         f"  Parse failures:          {c.parse_failures}",
-        f"  Flow lookup failures:    {c.flow_lookup_failures}",
+        # the seed's meaning: an S2 with no S1 record, synchronous receives included
+        f"  Flow lookup failures:    {c.flow_lookup_failures + c.received_sync}",
     ]
     if extended:
         drops = ", ".join(f"{r}: {n}" for r, n in st.drops)
@@ -197,6 +198,7 @@ def _counters(st: InterfaceStats, extended: bool) -> list[str]:
             f"  Dropped before receive:  {c.dropped}" + (f" ({drops})" if drops else ""),
             f"  In flight:               {c.in_flight}  "
             "(enqueued = received + dropped + in flight)",
+            f"  Synchronous receives:    {c.received_sync}  (of the flow lookup failures)",
         ]
     return lines
 
@@ -449,7 +451,7 @@ def threshold_summary(
         f"  Threshold breaches:      {c.slow}",
         f"  Below threshold:         {c.received - c.slow}",
         f"  Parse failures:          {c.parse_failures}",
-        f"  Flow lookup failures:    {c.flow_lookup_failures}",
+        f"  Flow lookup failures:    {c.flow_lookup_failures + c.received_sync}",
     ]
     if extended and st:
         lines += _counters(st, True)[6:]

@@ -86,6 +86,7 @@ def interface_block(
     i = st.iface
     where = f", netns {i.netns}" if i.netns else ""
     where += f", {i.role} of {i.bridge}" if i.bridge else ""
+    where += f", {i.workload}" if i.workload else ""
     where += ", GONE: last figures" if st.gone else ""
     title = (
         f"CUMULATIVE Enqueue → IP_RCV Latency Report (Total Duration: {snap.duration_s:.1f}s)"
@@ -115,6 +116,8 @@ def interface_block(
         "Packet Counters (Cumulative):" if cumulative else "Packet Counters (Interval):",
         f"  Enqueued packets:        {c.enqueued}",
         f"  Received packets:        {c.received}",
+        f"  Synchronous receives:    {c.received_sync}  "
+        "(no backlog: no S1 -> S2, S2 -> S3 measured)",
         f"  IP layer packets:        {c.ip_rcv}",
         f"  Cross-CPU migrations:    {c.cross_cpu}",
         f"  Parse failures:          {c.parse_failures}",

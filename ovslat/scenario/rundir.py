@@ -100,14 +100,32 @@ def _compare(op: str, actual: float, want: float) -> bool:
     }[op]
 
 
-def evaluate(checks: tuple[Check, ...], summary: Snapshot | None) -> list[Outcome]:
+def _names(iface, hosts: dict[str, str]) -> set[str]:
+    """What a check may call an interface: NAME, NAME@NETNS, NAME@HOST for a
+    topology host's namespace (whose name is made up at each run)."""
+    out = {iface.name, iface.label}
+    out |= {f"{iface.name}@{h}" for h, ns in hosts.items() if iface.netns and ns == iface.netns}
+    return out
+
+
+def evaluate(
+    checks: tuple[Check, ...], summary: Snapshot | None, hosts: dict[str, str] | None = None
+) -> list[Outcome]:
+    hosts = hosts or {}
     out = []
     for c in checks:
         if summary is None:
             out.append(Outcome(c, False, "no summary: the run ended before measuring"))
             continue
         if c.hop:
-            hop = next((h for h in summary.hops if (h.src.label, h.dst.label) == c.hop), None)
+            hop = next(
+                (
+                    h
+                    for h in summary.hops
+                    if c.hop[0] in _names(h.src, hosts) and c.hop[1] in _names(h.dst, hosts)
+                ),
+                None,
+            )
             if hop is None:
                 out.append(Outcome(c, False, "hop not seen"))
                 continue
@@ -117,7 +135,7 @@ def evaluate(checks: tuple[Check, ...], summary: Snapshot | None) -> list[Outcom
             stats = [
                 st
                 for st in summary.interfaces
-                if c.interface == "*" or c.interface in (st.iface.name, st.iface.label)
+                if c.interface == "*" or c.interface in _names(st.iface, hosts)
             ]
             if not stats:
                 out.append(Outcome(c, False, "interface not measured"))
@@ -167,9 +185,9 @@ def markdown(saved: SavedRun, outcomes: list[Outcome], plot_files: list[str], ok
         "",
         "## Interfaces",
         "",
-        "| interface | role | enqueued | received | ip_rcv | cross-CPU | lookup fail | dropped "
-        "| S1→S2 p50 µs | p99 | max | S2→S3 p50 µs | p99 |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| interface | role | workload | enqueued | received | sync | ip_rcv | cross-CPU "
+        "| lookup fail | dropped | S1→S2 p50 µs | p99 | max | S2→S3 p50 µs | p99 |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for st in total.interfaces if total else ():
         c = st.counters
@@ -177,7 +195,8 @@ def markdown(saved: SavedRun, outcomes: list[Outcome], plot_files: list[str], ok
         s2 = latency_figures(st.stages["receive_to_ip"])
         lines.append(
             f"| {st.iface.label}{' (gone)' if st.gone else ''} | {st.iface.role or '-'} "
-            f"| {c.enqueued} | {c.received} | {c.ip_rcv} | {c.cross_cpu} "
+            f"| {st.iface.workload or '-'} | {c.enqueued} | {c.received} | {c.received_sync} "
+            f"| {c.ip_rcv} | {c.cross_cpu} "
             f"| {c.flow_lookup_failures} | {c.dropped} | {_us(s1['p50_us'])} "
             f"| {_us(s1['p99_us'])} | {_us(s1['max_us'])} | {_us(s2['p50_us'])} "
             f"| {_us(s2['p99_us'])} |"
@@ -250,7 +269,7 @@ def render(saved: SavedRun, checks: tuple[Check, ...]) -> tuple[bool, list[Outco
             (d / name).write_text(plots.heatmap(saved.intervals, st.iface.label))
             plot_files.append(name)
 
-    outcomes = evaluate(checks, saved.summary)
+    outcomes = evaluate(checks, saved.summary, (saved.run or {}).get("hosts", {}))
     workload_ok = all(s["status"] in (0, "stopped") for s in saved.workload)
     ok = saved.summary is not None and workload_ok and all(o.ok for o in outcomes)
     (d / "summary.md").write_text(markdown(saved, outcomes, plot_files, ok))

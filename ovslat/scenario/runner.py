@@ -55,8 +55,17 @@ def _build(topo: schema.Topology | None, stack: contextlib.ExitStack) -> tuple[d
         for h in topo.hosts:
             ns = stack.enter_context(testbed.Netns(h.name))
             testbed.veth(h.port, ns, "eth0", None, str(h.address.ip), h.address.network.prefixlen)
-            ovs.add_port(topo.bridge, h.port)
+            if h.pod:  # its port as Antrea writes a pod's
+                namespace, _, name = h.pod.partition("/")
+                ids = {"pod-namespace": namespace, "pod-name": name, "container-id": ns.name}
+                ovs.add_port(topo.bridge, h.port, *testbed.external_ids(ids))
+            else:
+                ovs.add_port(topo.bridge, h.port, testbed.AS_UPLINK)
             hosts[h.name] = ns.name
+        for vm in topo.vms:
+            testbed.tap(vm.tap)
+            stack.callback(testbed.sh, "ip", "link", "del", vm.tap, check=False)
+            ovs.add_port(topo.bridge, vm.tap, *testbed.external_ids({"vm-uuid": vm.uuid}))
         if topo.bridge_address:
             a = topo.bridge_address
             testbed.address_port(topo.bridge, str(a.ip), a.network.prefixlen)
@@ -110,12 +119,36 @@ def _netns_of(step: Step, hosts: dict, sc: Scenario) -> str | None:
     )
 
 
+def _mac_for(addr: str, hosts: dict, sc: Scenario) -> str | None:
+    """Where a VM's frame to `addr` goes on the wire: the topology host's eth0
+    or the bridge port holding it, so OVS forwards it there and nowhere else;
+    else the tap's own MAC (the host takes it)."""
+    topo = sc.topology
+    assert topo is not None
+    for h in topo.hosts:
+        if str(h.address.ip) == addr and h.name in hosts:
+            r = testbed.sh(
+                "ip", "netns", "exec", hosts[h.name], "cat", "/sys/class/net/eth0/address"
+            )
+            return r.stdout.strip()
+    if topo.bridge_address and str(topo.bridge_address.ip) == addr:
+        return testbed.mac_of(topo.bridge)
+    return None
+
+
 def _argv(step: Step, hosts: dict, sc: Scenario) -> list[str]:
     if step.shell is not None:
         cmd = ["/bin/sh", "-c", step.shell]
     elif step.udp:
         u = step.udp
         cmd = testbed.udp_argv(u.to, u.port, u.count, u.pps, u.duration_s, u.src_port)
+    elif step.frames:
+        fr = step.frames
+        assert sc.topology is not None  # schema: frames: names a topology vm
+        (vm,) = (v for v in sc.topology.vms if v.name == fr.vm)
+        cmd = testbed.tap_argv(
+            vm.tap, fr.count, "198.18.255.254", fr.to, fr.port, dst_mac=_mac_for(fr.to, hosts, sc)
+        )
     else:
         cmd = list(step.argv)
     ns = _netns_of(step, hosts, sc)
@@ -234,6 +267,7 @@ def _options(sc: Scenario, db: str | None, backend: str | None) -> WatchOptions:
         db=t.db or db or DEFAULT_DB,
         only=frozenset(t.only),
         exclude=frozenset(t.exclude),
+        workloads=frozenset(t.pods),
         filters=sc.filters,
         interval_s=sc.interval_s,
         duration_s=sc.duration_s,
@@ -317,6 +351,8 @@ def run(path: str, out: str | None = None, backend: str | None = None, console_o
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "warmup_s": sc.warmup_s,
                 "ovslat_run_dir": str(run_dir),
+                # topology host -> its namespace: checks name a pod's eth0 as eth0@HOST
+                "hosts": hosts,
             }
         )
         rec.start(session.start_snapshot())

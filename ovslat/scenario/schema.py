@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NoReturn, cast, overload
@@ -27,7 +29,7 @@ OPS = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "=="}
 LATENCY_METRICS = ("count", "mean_us", "p50_us", "p90_us", "p99_us", "p999_us", "max_us")
 COUNTER_METRICS = tuple(Counters().as_dict())
 HOP_STAGES = ("transit", "e2e")
-STEP_KINDS = ("run", "shell", "udp")
+STEP_KINDS = ("run", "shell", "udp", "frames")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,22 @@ class Host:
     name: str
     address: ipaddress.IPv4Interface
     port: str
+    # NAMESPACE/NAME: the host is a pod (its port written as Antrea writes
+    # one); else a client behind a veth playing the uplink NIC
+    pod: str = ""
+
+
+@dataclass(frozen=True)
+class Vm:
+    """A VM's tap on the bridge; a frames: step writes into it as the guest would."""
+
+    name: str
+    tap: str
+
+    @property
+    def uuid(self) -> str:
+        """The VM's uuid as nova would write it (external_ids:vm-uuid), stable per name."""
+        return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{self.name}.ovslat.invalid"))
 
 
 @dataclass(frozen=True)
@@ -49,6 +67,7 @@ class Topology:
     bridge: str
     bridge_address: ipaddress.IPv4Interface | None
     hosts: tuple[Host, ...]
+    vms: tuple[Vm, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,19 +81,32 @@ class Udp:
 
 
 @dataclass(frozen=True)
+class Frames:
+    """Exactly `count` Ethernet frames (IPv4 UDP to to:port) written into a VM's tap."""
+
+    vm: str
+    to: str
+    port: int
+    count: int
+
+
+@dataclass(frozen=True)
 class Step:
     name: str
     line: int
     argv: tuple[str, ...] = ()
     shell: str | None = None
     udp: Udp | None = None
+    frames: Frames | None = None
     netns: str | None = None  # a topology host, or an existing named namespace
     background: bool = False  # runs beside the next steps, ended when they are done
     timeout_s: float = 60.0
 
     @property
     def kind(self) -> str:
-        return "shell" if self.shell is not None else "udp" if self.udp else "run"
+        if self.shell is not None:
+            return "shell"
+        return "udp" if self.udp else "frames" if self.frames else "run"
 
 
 @dataclass(frozen=True)
@@ -110,6 +142,7 @@ class Target:
     only: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     interfaces: tuple[str, ...] = ()
+    pods: tuple[str, ...] = ()  # workloads (NAMESPACE/NAME, vm:UUID) as discovery names them
 
 
 @dataclass(frozen=True)
@@ -125,7 +158,7 @@ class Scenario:
     duration_s: float | None = None  # None: until the workload's last step ends
     threshold: Threshold | None = None
     max_flows: int = 10240
-    max_ifaces: int = 64
+    max_ifaces: int | None = None  # None: sized from the interfaces found
     topology: Topology | None = None
     setup: tuple[Step, ...] = ()
     workload: tuple[Step, ...] = ()
@@ -306,7 +339,7 @@ def _ifname(y: _Y, err: _Errors) -> str:
 
 
 def _topology(y: _Y, err: _Errors) -> Topology:
-    f = _Fields(y, err, ("datapath", "bridge", "hosts"), "topology")
+    f = _Fields(y, err, ("datapath", "bridge", "hosts", "vms"), "topology")
     datapath = f.choice("datapath", DATAPATHS, "auto")
     b = _Fields(
         f.need("bridge", "name: and an optional address:"), err, ("name", "address"), "bridge"
@@ -318,7 +351,7 @@ def _topology(y: _Y, err: _Errors) -> Topology:
         err.fail(hosts_y, "must be a non-empty list of hosts")
     hosts, seen = [], {bridge}
     for hy in hosts_y.value:
-        h = _Fields(hy, err, ("name", "address", "port"), "a host")
+        h = _Fields(hy, err, ("name", "address", "port", "pod"), "a host")
         name = h.str_("name", need=True)
         port = _ifname(h.need("port", "the bridge's end of the host's veth"), err)
         address_y = h.need("address")
@@ -329,8 +362,44 @@ def _topology(y: _Y, err: _Errors) -> Topology:
             seen.add(v)
         if addr and address.network != addr.network:
             err.fail(address_y, f"{address} is not in the bridge's network {addr.network}")
-        hosts.append(Host(name, address, port))
-    return Topology(datapath, bridge, addr, tuple(hosts))
+        pod = h.str_("pod") or ""
+        if pod and not _POD.fullmatch(pod):
+            err.fail(h.need("pod"), f"{pod!r} is not NAMESPACE/NAME (Kubernetes names)")
+        hosts.append(Host(name, address, port, pod))
+    vms: list[Vm] = []
+    vms_y = f.get("vms")
+    if vms_y is not None and not isinstance(vms_y.value, list):
+        err.fail(vms_y, "must be a list of {name, tap}")
+    vm_items = cast(list, vms_y.value) if vms_y is not None else []
+    for vy in vm_items:
+        vf = _Fields(vy, err, ("name", "tap"), "a vm")
+        vm_name = vf.str_("name", need=True)
+        tap = _ifname(vf.need("tap", "the VM's tap device, a port of the bridge"), err)
+        for label, val in (("vm", vm_name), ("tap", tap)):
+            if val in seen:
+                err.fail(vy, f"{label} name {val!r} is used twice")
+            seen.add(val)
+        vms.append(Vm(vm_name, tap))
+    return Topology(datapath, bridge, addr, tuple(hosts), tuple(vms))
+
+
+# a DNS-1123 label each: what a Kubernetes namespace and pod name can be
+_POD = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?")
+
+
+def _frames(y: _Y, err: _Errors) -> Frames:
+    f = _Fields(y, err, ("vm", "to", "port", "count"), "frames")
+    vm = f.str_("vm", need=True)
+    to = f.need("to")
+    try:
+        if not isinstance(to.value, str):
+            raise ValueError
+        ipaddress.IPv4Address(to.value)
+    except ValueError:
+        err.fail(to, f"{to.value!r} is not an IPv4 address")
+    port = f.num("port", 0, 65535, integer=True, need=True)
+    count = f.num("count", 1, 1_000_000, integer=True, need=True)
+    return Frames(vm, to.value, port, count)
 
 
 def _argv(y: _Y, err: _Errors) -> tuple[str, ...]:
@@ -377,7 +446,10 @@ def _steps(y: _Y | None, err: _Errors, section: str) -> tuple[Step, ...]:
         f = _Fields(sy, err, ("name", *STEP_KINDS, "netns", "background", "timeout_s"), "a step")
         kinds = [k for k in STEP_KINDS if f.has(k)]
         if len(kinds) != 1:
-            err.fail(sy, "a step has exactly one of run: (argv list), shell: (a string) or udp:")
+            err.fail(
+                sy,
+                "a step has exactly one of run: (argv list), shell: (a string), udp: or frames:",
+            )
         kind = kinds[0]
         bg = f.get("background")
         if bg is not None and not isinstance(bg.value, bool):
@@ -388,7 +460,10 @@ def _steps(y: _Y | None, err: _Errors, section: str) -> tuple[Step, ...]:
         argv = _argv(f.need("run"), err) if kind == "run" else ()
         shell = f.str_("shell") if kind == "shell" else None
         udp = _udp(f.need("udp"), err) if kind == "udp" else None
+        frames = _frames(f.need("frames"), err) if kind == "frames" else None
         udp_name = f"udp to {udp.to}:{udp.port}" if udp is not None else ""
+        if frames is not None:
+            udp_name = f"{frames.count} frames from {frames.vm} to {frames.to}:{frames.port}"
         name = f.str_("name") or (shell or " ".join(argv) or udp_name)[:60]
         steps.append(
             Step(
@@ -397,6 +472,7 @@ def _steps(y: _Y | None, err: _Errors, section: str) -> tuple[Step, ...]:
                 argv,
                 shell,
                 udp,
+                frames,
                 f.str_("netns"),
                 background,
                 f.num("timeout_s", 0.1, 3600, 60.0),
@@ -483,7 +559,7 @@ def parse(text: str, path: Path) -> Scenario:
     t = _Fields(
         f.need("target", "bridge: and/or interfaces:"),
         err,
-        ("bridge", "db", "only", "exclude", "interfaces"),
+        ("bridge", "db", "only", "exclude", "interfaces", "pods"),
         "target",
     )
     interfaces = t.names("interfaces")
@@ -491,11 +567,18 @@ def parse(text: str, path: Path) -> Scenario:
     for item in (iy.value if isinstance(iy.value, list) else [iy]) if iy else []:
         spec = cast(str, item.value)  # t.names() above checked it is a non-empty string
         _ifname(_Y(spec.split("@")[0], item.line, item.path), err)
-    target = Target(t.str_("bridge"), t.str_("db"), t.names("only"), t.names("exclude"), interfaces)
+    target = Target(
+        t.str_("bridge"),
+        t.str_("db"),
+        t.names("only"),
+        t.names("exclude"),
+        interfaces,
+        t.names("pods"),
+    )
     if not target.bridge and not target.interfaces:
         err.fail(f.need("target"), "name a bridge: or interfaces: to measure")
-    if (target.only or target.exclude) and not target.bridge:
-        err.fail(f.need("target"), "only:/exclude: select from a bridge: name one")
+    if (target.only or target.exclude or target.pods) and not target.bridge:
+        err.fail(f.need("target"), "only:/exclude:/pods: select from a bridge: name one")
     from ovslat.discovery.topology import ROLES
 
     for role in target.only:
@@ -538,9 +621,17 @@ def parse(text: str, path: Path) -> Scenario:
             f.get("workload") or root,
             "with no foreground workload step, set duration_s: (how long to measure)",
         )
-    for s in workload:
+    vm_names = {v.name for v in topology.vms} if topology else set()
+    setup_steps = _steps(f.get("setup"), err, "setup")
+    for s in (*workload, *setup_steps):
         if s.udp and not s.netns:
             err.fail(_Y(None, s.line, "workload"), "a udp: step needs netns: (the sending host)")
+        if s.frames and s.frames.vm not in vm_names:
+            err.fail(
+                _Y(None, s.line, "workload"),
+                f"frames: vm {s.frames.vm!r} is not one of the topology's vms: "
+                f"({', '.join(sorted(vm_names)) or 'none'})",
+            )
 
     return Scenario(
         path=path,
@@ -554,9 +645,9 @@ def parse(text: str, path: Path) -> Scenario:
         duration_s=duration,
         threshold=threshold,
         max_flows=f.num("max_flows", 1, 1 << 24, 10240, integer=True),
-        max_ifaces=f.num("max_ifaces", 1, 65536, 64, integer=True),
+        max_ifaces=f.num("max_ifaces", 1, 65536, None, integer=True),
         topology=topology,
-        setup=_steps(f.get("setup"), err, "setup"),
+        setup=setup_steps,
         workload=workload,
         teardown=_steps(f.get("teardown"), err, "teardown"),
         checks=_checks(f.get("assert"), err),

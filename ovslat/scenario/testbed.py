@@ -116,6 +116,22 @@ def veth(
     return Veth(root_name, peer_name, ns.name)
 
 
+# add_port setting for a veth that plays a NIC: its other end is in a
+# namespace, which would make it a pod (README, Roles).
+AS_UPLINK = "external_ids:ovslat_role=uplink"
+
+
+def pod(root_name: str, ns: Netns, addr: str, prefix: int = 24) -> Veth:
+    """A pod as a CNI plugs one: a veth whose host end (no address, for a
+    bridge) is here and whose other end is eth0 in the pod's namespace."""
+    return veth(root_name, ns, "eth0", None, addr, prefix)
+
+
+def external_ids(ids: dict[str, str]) -> list[str]:
+    """OVSDB settings for add_port: an orchestrator's external_ids."""
+    return [f'external_ids:{k}="{v}"' for k, v in ids.items()]
+
+
 def address_port(ifname: str, addr: str, prefix: int = 24) -> None:
     """Give an interface here (e.g. a bridge's internal port) an address, IPv6 off, up."""
     _no_ipv6(ifname)
@@ -227,7 +243,7 @@ def paced_udp(ns: Netns, dst: str, port: int, pps: float, duration_s: float) -> 
 
 
 def send_udp(
-    ns: Netns,
+    ns: Netns | None,
     dst: str,
     port: int,
     count: int,
@@ -235,12 +251,87 @@ def send_udp(
     cpu: int | None = None,
     paced: bool = True,
 ) -> None:
-    """Exactly `count` IPv4 UDP datagrams (32-byte payload) from `ns` to dst:port.
+    """Exactly `count` IPv4 UDP datagrams (32-byte payload) from `ns` (None:
+    this namespace) to dst:port.
     With no listener the target answers ICMP port unreachable, which travels the
     other way. cpu pins the sender, so RPS tests know where packets start.
     paced=False sends back to back, to overflow a backlog on purpose."""
     args = (dst, str(port), str(count), str(src_port or 0), "1" if paced else "0")
+    if ns is None:  # from ovslat's own namespace (a host sending to its pods)
+        pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+        sh(*pin, sys.executable, "-c", _UDP_SENDER, *args)
+        return
     ns.run(sys.executable, "-c", _UDP_SENDER, *args, cpu=cpu)
+
+
+# A VM's side of a tap: attach to the (persistent) tap, write Ethernet frames
+# of one IPv4 UDP datagram each, as a guest's virtio-net would through vhost:
+# the kernel receives each in tun_get_user() -> netif_receive_skb().
+_TAP_WRITER = """
+import fcntl, os, socket, struct, sys, time
+name, count, src, dst = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+port, pps, dst_mac = int(sys.argv[5]), float(sys.argv[6]), sys.argv[7]
+if not dst_mac:
+    with open(f"/sys/class/net/{name}/address") as f:
+        dst_mac = f.read().strip()
+dst_mac = bytes.fromhex(dst_mac.replace(":", ""))
+fd = os.open("/dev/net/tun", os.O_RDWR)
+IFF_TAP, IFF_NO_PI, TUNSETIFF = 0x0002, 0x1000, 0x400454CA
+fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
+time.sleep(0.05)  # carrier up once attached
+def csum(b):
+    t = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    while t >> 16:
+        t = (t & 0xFFFF) + (t >> 16)
+    return ~t & 0xFFFF
+payload = b"v" * 32
+for i in range(count):
+    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1 + i, 0, 64, 17, 0,
+                     socket.inet_aton(src), socket.inet_aton(dst))
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    os.write(fd, dst_mac + bytes.fromhex("020000000099") + b"\\x08\\x00" + ip + udp)
+    time.sleep(1 / pps)
+os.close(fd)
+"""
+
+
+def tap(name: str) -> None:
+    """A persistent tap, up, IPv6 off: a VM's port before its VM writes to it.
+    Deleted by the caller (ip link del)."""
+    sh("modprobe", "-q", "tun", check=False)  # a module on distro kernels
+    sh("ip", "tuntap", "add", "dev", name, "mode", "tap")
+    _no_ipv6(name)
+    sh("ip", "link", "set", name, "up")
+
+
+def tap_argv(
+    name: str,
+    count: int,
+    src: str,
+    dst: str,
+    port: int,
+    pps: float = 1000.0,
+    dst_mac: str | None = None,
+) -> list[str]:
+    """The command that writes exactly `count` frames into tap `name` at
+    about `pps`, as a VM sends them: IPv4 UDP src -> dst:port, to dst_mac
+    (default the tap's own: the host receives them itself)."""
+    argv = [name, str(count), src, dst, str(port), str(pps), dst_mac or ""]
+    return [sys.executable, "-c", _TAP_WRITER, *argv]
+
+
+def feed_tap(name: str, count: int, src: str, dst: str, port: int, **kw) -> None:
+    """tap_argv(), run to its end."""
+    sh(*tap_argv(name, count, src, dst, port, **kw))
+
+
+def mac_of(ifname: str, ns: Netns | None = None) -> str:
+    """An interface's MAC address (in `ns`, whose sysfs `ip netns exec` mounts)."""
+    if ns is None:
+        with open(f"/sys/class/net/{ifname}/address") as f:
+            return f.read().strip()
+    return ns.run("cat", f"/sys/class/net/{ifname}/address").stdout.strip()
 
 
 def send_tcp_syn(ns: Netns, dst: str, port: int, count: int) -> None:

@@ -74,7 +74,7 @@ CASES = [
     ("flows-memory", ["watch", "-i", "lo", "--max-flows", "16777216"], "memory"),
     ("ifaces-huge", ["watch", "-i", "lo", "--max-ifaces", "100000"], "--max-ifaces must be"),
     ("ifaces-few", ["watch", "-i", "lo", "-i", "ovt-x", "--max-ifaces", "1"], "--max-ifaces is 1"),
-    ("only-no-bridge", ["watch", "-i", "lo", "--only", "uplink"], "--only/--exclude need a BRIDGE"),
+    ("only-no-bridge", ["watch", "-i", "lo", "--only", "uplink"], "--pod need a BRIDGE"),
     ("only-bad-role", ["watch", "ovt-badbr", "--db", "{db}", "--only", "nic"], "unknown role"),
     ("threshold-negative", ["watch", "-i", "lo", "--threshold-us", "-5"], "--threshold-us"),
     (

@@ -31,15 +31,32 @@ def test_demo_json_is_consistent():
     # stream runs while ovslat attaches and stops, so a packet or two in flight
     # at either end is counted on one side only.
     assert up["enqueued"] > 500
-    counts = [up["enqueued"], up["received"], br["enqueued"]]
+    (pod,) = (i for i in summary["interfaces"] if i["name"] == "eth0")
+    pod_label = f"eth0@{pod['netns']}"
+    (to_pod,) = (h for h in summary["hops"] if (h["from"], h["to"]) == ("ovsdemo-up0", pod_label))
+    # the uplink's packets went to the bridge port or to the pod
+    counts = [up["enqueued"], up["received"], br["enqueued"] + to_pod["count"]]
     assert max(counts) - min(counts) <= 4, counts
     # the bridge port is a tap with RPS on the netdev datapath: the kernel's own
     # loss there (README, "Known limits", up to 1%) is in flight, not received
     assert br["enqueued"] * 0.98 <= br["ip_rcv"] <= br["received"] <= br["enqueued"], br
     assert up["flow_lookup_failures"] + br["flow_lookup_failures"] <= 2
+    # the pod's eth0, measured in its namespace, and the VM's tap: in place
+    assert (pod["role"], pod["workload"], pod["netns"].startswith("ovt-web-")) == (
+        "pod",
+        "demo/web-0",
+        True,
+    )
+    assert pod["counters"]["ip_rcv"] > 200 and pod["counters"]["flow_lookup_failures"] == 0
+    tap = interface(summary, "ovsdemo-tap0")
+    assert tap["workload"] == "vm:00000000-0000-4000-8000-0000000000d0"
+    assert tap["counters"]["received_sync"] > 100 and tap["counters"]["enqueued"] == 0
+    hops = {(h["from"], h["to"]) for h in summary["hops"]}
+    assert {("ovsdemo-up0", "ovsdemo-br"), ("ovsdemo-up0", pod_label)} <= hops
+    assert ("ovsdemo-tap0", pod_label) in hops
     # nothing left behind
     assert not any(
-        n.startswith("ovsdemo")
+        n.startswith("ovsdemo") or n.startswith("ovt-web")
         for n in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.split()
     )
 

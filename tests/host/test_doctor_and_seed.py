@@ -43,7 +43,7 @@ def test_doctor_on_this_host(auto_backend):
     with testbed.OvsDaemons("netdev") as ovs, testbed.Netns("doc") as ns:
         ovs.add_bridge("ovt-dbr")
         testbed.veth("ovt-dc0", ns, "ovt-dc1", None, "198.18.90.2")
-        ovs.add_port("ovt-dbr", "ovt-dc0")
+        ovs.add_port("ovt-dbr", "ovt-dc0", testbed.AS_UPLINK)
         r = doctor("ovt-dbr", "--db", ovs.db_sock)
     assert r.returncode == 0, r.stdout + r.stderr
     found = lines_of(r.stdout)

@@ -32,7 +32,7 @@ from tests.unit.test_exporter import dashboard_queries
 PROMETHEUS, PROMTOOL = "/usr/bin/prometheus", "/usr/bin/promtool"
 UDP_PORT = 5001
 N = 500
-SERIES_PER_INTERFACE = 75  # docs/fleet.md, 1 bucket per octave, no drops
+SERIES_PER_INTERFACE = 76  # docs/fleet.md, 1 bucket per octave, no drops
 
 
 def netns(label: str) -> testbed.Netns:
@@ -318,7 +318,7 @@ def test_bridge_followed_through_ovsdb():
         ovs.add_bridge(br)
         testbed.veth("ovx-u0", nu, "ovx-u1", None, "198.19.77.130", prefix=25)
         testbed.veth("ovx-v0", nv, "ovx-v1", None, "198.19.77.131", prefix=25)
-        ovs.add_port(br, "ovx-u0")
+        ovs.add_port(br, "ovx-u0", testbed.AS_UPLINK)
         testbed.address_port(br, "198.19.77.129", prefix=25)
         assert testbed.ping(nu, "198.19.77.129", 2) == 2
         with Exporter([br, "--db", ovs.db_sock, "--protocol", "icmp", "--interval", "0.2"]) as ex:
@@ -339,10 +339,12 @@ def test_bridge_followed_through_ovsdb():
             text = ex.scrape()
             assert value(text, "ovslat_enqueued_total", interface="ovx-u0") == 20
             # the tap without RPS receives synchronously: 20 receives without S1
-            assert value(text, "ovslat_flow_lookup_failures_total", interface=br) == 20
+            assert value(text, "ovslat_received_sync_total", interface=br) == 20
+            assert value(text, "ovslat_ip_rcv_total", interface=br) == 20
+            assert value(text, "ovslat_flow_lookup_failures_total", interface=br) == 0
 
             changed = time.monotonic()
-            ovs.add_port(br, "ovx-v0")
+            ovs.add_port(br, "ovx-v0", testbed.AS_UPLINK)
             ovs.del_port(br, "ovx-u0")
             testbed.wait_until(
                 lambda: info_labels(ex.scrape(), "ovx-v0")
@@ -354,7 +356,7 @@ def test_bridge_followed_through_ovsdb():
             text = ex.scrape()
             samples = check_exposition(text, ex.scrape("application/openmetrics-text"))
             assert not [s for s in samples if "ovx-u0" in s.labels.values()]  # hops too
-            assert value(text, "ovslat_flow_lookup_failures_total", interface=br) == 20
+            assert value(text, "ovslat_received_sync_total", interface=br) == 20
             assert value(text, "ovslat_interfaces") == 2
             assert ex.stop(signal.SIGINT) == 0, ex.stderr
         assert any("ovx-u0 removed" in line for line in ex.stderr), ex.stderr

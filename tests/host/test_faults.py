@@ -55,12 +55,12 @@ def test_ovsdb_restart_mid_run(two_hosts):
     a, b = two_hosts
     with testbed.OvsDaemons("netdev") as ovs:
         ovs.add_bridge("ovt-rbr")
-        ovs.add_port("ovt-rbr", "ovt-fa0")
+        ovs.add_port("ovt-rbr", "ovt-fa0", testbed.AS_UPLINK)
         args = ["ovt-rbr", "--db", ovs.db_sock, "--only", "uplink", "--protocol", "udp"]
         with Watch(args) as w:
             w.wait_for(lambda w: measured(w, "ovt-fa0"))
             ovs.restart_db()
-            ovs.add_port("ovt-rbr", "ovt-fb0")
+            ovs.add_port("ovt-rbr", "ovt-fb0", testbed.AS_UPLINK)
             w.wait_for(
                 lambda w: measured(w, "ovt-fb0"),
                 timeout_s=30,

@@ -54,7 +54,7 @@ def test_demo_scenario_end_to_end(tmp_path, request):
     r = run_ovslat(["run", "scenarios/demo.yaml", "--out", str(run_dir)], timeout_s=180)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "PASSED" in r.stdout and f"run directory: {run_dir}" in r.stdout
-    assert r.stdout.count("PASS ") == 6
+    assert r.stdout.count("PASS ") == 15
 
     recs = records(run_dir)
     assert [recs[0]["type"], recs[1]["type"]] == ["run", "start"]
@@ -62,24 +62,31 @@ def test_demo_scenario_end_to_end(tmp_path, request):
     summary = recs[-2]
     up = interface(summary, "ovsscn-up0")["counters"]
     br = interface(summary, "ovsscn-br")["counters"]
-    assert up["enqueued"] == up["received"] == br["enqueued"] == 2000, (up, br)
+    # the uplink carried the bridge port's 2000 and the pod's 1000
+    assert up["enqueued"] == up["received"] == 3000 and br["enqueued"] == 2000, (up, br)
     assert up["flow_lookup_failures"] == br["flow_lookup_failures"] == 0
     # the kernel's own loss on a netdev tap with RPS (README, "Known limits")
     assert 1960 <= br["received"] == br["ip_rcv"] <= 2000, br
-    (hop,) = summary["hops"]
-    assert (hop["from"], hop["to"], hop["e2e"]["count"]) == (
-        "ovsscn-up0",
-        "ovsscn-br",
-        br["ip_rcv"],
-    )
+    # the pod's eth0, found in its namespace through the bridge, and the VM's tap
+    web = recs[0]["hosts"]["web"]
+    pod = interface(summary, f"eth0@{web}")
+    assert (pod["role"], pod["workload"]) == ("pod", "shop/web-0")
+    assert pod["counters"]["enqueued"] == pod["counters"]["ip_rcv"] == 1400
+    tap = interface(summary, "ovsscn-tap0")
+    assert tap["role"] == "vm" and tap["workload"].startswith("vm:")
+    assert tap["counters"]["received_sync"] == 400
+    hops = {(h["from"], h["to"]): h for h in summary["hops"]}
+    assert hops[("ovsscn-up0", "ovsscn-br")]["e2e"]["count"] == br["ip_rcv"]
+    assert hops[("ovsscn-up0", f"eth0@{web}")]["e2e"]["count"] == 1000
+    assert hops[("ovsscn-tap0", f"eth0@{web}")]["count"] == 400
     # 2000 datagrams at 500/s: several intervals, each with part of them
     intervals = [x for x in recs if x["type"] == "interval"]
     assert len(intervals) >= 3
-    assert sum(interface(x, "ovsscn-up0")["counters"]["enqueued"] for x in intervals) == 2000
-    assert recs[-1]["steps"][0]["status"] == 0
+    assert sum(interface(x, "ovsscn-up0")["counters"]["enqueued"] for x in intervals) == 3000
+    assert [s["status"] for s in recs[-1]["steps"]] == [0, 0, 0]
 
     result = json.loads((run_dir / "result.json").read_text())
-    assert result["passed"] and len(result["checks"]) == 6
+    assert result["passed"] and len(result["checks"]) == 15
     assert "Enqueued packets:        2000" in (run_dir / "report.txt").read_text()
     md = (run_dir / "summary.md").read_text()
     assert md.startswith("# demo: PASSED")
@@ -209,8 +216,8 @@ def test_check_attaches_detaches_and_undoes():
     r = run_ovslat(["check", "scenarios/demo.yaml"], timeout_s=120)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].startswith("scenarios/demo.yaml: valid (version 1; 1 workload step(s), 6 ")
-    assert lines[-2].startswith("attached: 2 interface(s) (ovsscn-up0, ovsscn-br) with the ")
+    assert lines[0].startswith("scenarios/demo.yaml: valid (version 1; 3 workload step(s), 15 ")
+    assert lines[-2].startswith("attached: 5 interface(s) (ovsscn-br, ovsscn-pa0, eth0@ovt-web-")
     assert lines[-1] == "check passed: the scenario can run here"
     assert not programs_left(before)
     no_leftovers()

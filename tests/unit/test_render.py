@@ -52,6 +52,7 @@ def test_text_report_has_the_seed_sections():
         "  IP layer packets:        3",
         "  Cross-CPU migrations:    1",
         "  Flow lookup failures:    2",
+        "  Synchronous receives:    0  (no backlog: no S1 -> S2, S2 -> S3 measured)",
         "  Average queue depth: 1.50 packets",
         "  Total enqueue operations: 4",
     ):
@@ -89,6 +90,7 @@ def test_json_schema():
     assert i["counters"] == {
         "enqueued": 4,
         "received": 4,
+        "received_sync": 0,
         "ip_rcv": 3,
         "cross_cpu": 1,
         "parse_failures": 0,

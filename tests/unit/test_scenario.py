@@ -102,7 +102,7 @@ MALFORMED = [
     ),
     (
         replace("interfaces: [up0, br-x]", "interfaces: [up0]\n  only: [uplink]"),
-        "s.yaml:6: target: only:/exclude: select from a bridge",
+        "s.yaml:6: target: only:/exclude:/pods: select from a bridge",
     ),
     (
         replace("interfaces: [up0, br-x]", "bridge: br-x\n  only: [uplinks]"),

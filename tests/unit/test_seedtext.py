@@ -78,7 +78,7 @@ def test_extended_adds_ovslat_lines_only():
     plain = seedtext.interval_report(stats(), 1700000000.0, 5.0)
     more = seedtext.interval_report(stats(), 1700000000.0, 5.0, extended=True)
     added = [line for line in more if line not in plain]
-    assert [a.split()[0] for a in added] == ["p50", "p50", "Dropped", "In", "Max"]
+    assert [a.split()[0] for a in added] == ["p50", "p50", "Dropped", "In", "Synchronous", "Max"]
     assert [line for line in more if line in plain or line == ""] == plain
 
 
@@ -188,3 +188,16 @@ def test_banners():
         "  - kprobe__enqueue_to_backlog",
         "  - kprobe____netif_receive_skb",
     ]
+
+
+def test_synchronous_receives_are_the_seeds_lookup_failures():
+    """The seed's tool finds no S1 record for a packet received in place, and
+    counts it as a flow lookup failure: its format keeps that meaning."""
+    st = stats()
+    st = InterfaceStats(
+        st.iface, Counters(**{**st.counters.__dict__, "received_sync": 5}), st.stages
+    )
+    lines = seedtext.interval_report(st, 1700000000.0, 5.0)
+    assert "  Flow lookup failures:    7" in lines
+    more = seedtext.interval_report(st, 1700000000.0, 5.0, extended=True)
+    assert "  Synchronous receives:    5  (of the flow lookup failures)" in more

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ovslat.discovery.topology import Link, OvsInterface, classify
+from ovslat.discovery.topology import Link, OvsInterface, Peer, classify, workload
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -70,10 +70,82 @@ def test_physical_uplink_without_rps_is_warned():
     assert m["eth2"].warning is None
 
 
-@pytest.mark.parametrize("ovs_type", ["dpdk", "dpdkvhostuserclient"])
-def test_dpdk_is_not_measurable(ovs_type):
-    m = by_name(classify("br", "netdev", [OvsInterface("d0", ovs_type, "d0", 1)], {}))["d0"]
+def test_dpdk_is_not_measurable():
+    m = by_name(classify("br", "netdev", [OvsInterface("d0", "dpdk", "d0", 1)], {}))["d0"]
     assert not m.measurable and "never enter the kernel" in m.reason
+
+
+@pytest.mark.parametrize("ovs_type", ["dpdkvhostuser", "dpdkvhostuserclient"])
+def test_vhost_user_is_a_vm_not_measurable(ovs_type):
+    row = OvsInterface("vhu0", ovs_type, "vhu0", 1, external_ids={"vm-uuid": "4f1c"})
+    m = by_name(classify("br", "netdev", [row], {}))["vhu0"]
+    assert (m.role, m.workload, m.measurable) == ("vm", "vm:4f1c", False)
+    assert "never through the kernel's receive path" in m.reason
+
+
+# external_ids as each orchestrator writes them (its own source: Antrea
+# pkg/agent/cniserver, kube-ovn pkg/daemon/ovs_linux.go, OVN-Kubernetes
+# go-controller/pkg/cni/helper_linux.go, nova/os-vif)
+ANTREA = {"container-id": "8c1f", "pod-name": "web-0", "pod-namespace": "shop",
+          "attached-mac": "02:00:00:00:00:01", "ip-address": "198.18.0.5"}  # fmt: skip
+KUBE_OVN = {"iface-id": "db-1.data", "pod_name": "db-1", "pod_namespace": "data",
+            "ip": "198.18.0.6", "pod_netns": "/var/run/netns/cni-1"}  # fmt: skip
+OVN_K = {"attached_mac": "02:00:00:00:00:02", "iface-id": "kube-system_coredns-5d78c9869d-x2",
+         "iface-id-ver": "1f0e", "sandbox": "a3e9", "ip_addresses": "198.18.0.7/24"}  # fmt: skip
+OPENSTACK = {"iface-id": "9b6f0c6e-2f0a-4c4e-9d53-1a6b8e1f0c11", "iface-status": "active",
+             "attached-mac": "fa:16:3e:00:00:01",
+             "vm-uuid": "d5a2c1b4-7e0f-4a55-8f5d-3c0a9e2b7d10"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "ids, expected",
+    [
+        (ANTREA, "shop/web-0"),
+        (KUBE_OVN, "data/db-1"),
+        (OVN_K, "kube-system/coredns-5d78c9869d-x2"),
+        (OPENSTACK, "vm:d5a2c1b4-7e0f-4a55-8f5d-3c0a9e2b7d10"),
+        ({"iface-id": "9b6f0c6e-2f0a-4c4e-9d53-1a6b8e1f0c11"}, ""),  # a port id, no name
+        ({}, ""),
+    ],
+    ids=["antrea", "kube-ovn", "ovn-kubernetes", "openstack", "iface-id-only", "none"],
+)
+def test_workload_names(ids, expected):
+    assert workload(ids) == expected
+
+
+def test_pods_vms_and_the_role_override():
+    rows = [
+        OvsInterface("antrea-web", "", "antrea-web", 1, external_ids=ANTREA),
+        OvsInterface("veth-plain", "", "veth-plain", 2),
+        OvsInterface("tap-vm", "", "tap-vm", 3, external_ids=OPENSTACK),
+        OvsInterface("veth-nic", "", "veth-nic", 4, external_ids={"ovslat_role": "uplink"}),
+        OvsInterface("veth-local", "", "veth-local", 5),
+    ]
+    links = {
+        "antrea-web": Link("antrea-web", 10, "veth", 1500, False, 2, 0),
+        "veth-plain": Link("veth-plain", 11, "veth", 1500, False, 2, 1),
+        "tap-vm": Link("tap-vm", 12, "tun", 1500, False),
+        "veth-nic": Link("veth-nic", 13, "veth", 1500, False, 2, 2),
+        "veth-local": Link("veth-local", 14, "veth", 1500, False, 15, None),  # peer here
+    }
+    pod_end = Peer("eth0", 2, "cni-1", "/var/run/netns/cni-1", 4026532999)
+    b = classify("br-int", "netdev", rows, links, {"antrea-web": pod_end})
+    m = by_name(b)
+    assert (m["antrea-web"].role, m["antrea-web"].workload, m["antrea-web"].peer) == (
+        "pod",
+        "shop/web-0",
+        pod_end,
+    )
+    # a pod whose namespace was not found: its host end only, and said so
+    assert m["veth-plain"].role == "pod" and m["veth-plain"].peer is None
+    assert "only the host end is measured" in m["veth-plain"].warning
+    assert (m["tap-vm"].role, m["tap-vm"].workload) == ("vm", f"vm:{OPENSTACK['vm-uuid']}")
+    assert m["veth-nic"].role == "uplink" and m["veth-local"].role == "uplink"
+    assert b.workloads == ["shop/web-0", f"vm:{OPENSTACK['vm-uuid']}"]
+    # --pod: only that workload among the workloads; the others stay
+    picked = {x.name for x in b.measurable(workloads={"shop/web-0"})}
+    assert picked == {"antrea-web", "veth-plain", "veth-nic", "veth-local"}
+    assert {x.name for x in b.measurable(only={"pod"})} == {"antrea-web", "veth-plain"}
 
 
 def test_missing_device_is_explained():

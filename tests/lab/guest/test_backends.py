@@ -53,6 +53,7 @@ def test_exact_counts(host_a, attach, backend):
     assert i["counters"] == {
         "enqueued": 250,
         "received": 250,
+        "received_sync": 0,
         "ip_rcv": 250 if s3 else 0,
         "cross_cpu": 0,
         "parse_failures": 0,
@@ -78,7 +79,7 @@ def test_ovs_kernel_datapath(attach):
     with testbed.OvsDaemons("system") as ovs, testbed.Netns("d") as nd:
         ovs.add_bridge("br-int")
         testbed.veth("ovt-up0", nd, "ovt-up1", None, "198.18.31.2")
-        ovs.add_port("br-int", "ovt-up0")
+        ovs.add_port("br-int", "ovt-up0", testbed.AS_UPLINK)
         testbed.address_port("br-int", "198.18.31.1")
         # ARP and datapath flows; under TCG a reply taking the upcall path can
         # come after ping stops waiting, so only the requests are certain
@@ -193,8 +194,8 @@ def test_watch_bridge_kernel_datapath():
             (nc, "ovt-kc", "198.18.34.4"),
         ):
             testbed.veth(f"{name}0", ns, f"{name}1", None, ip)
-        ovs.add_port("br-int", "ovt-ka0")
-        ovs.add_port("br-int", "ovt-kb0")
+        ovs.add_port("br-int", "ovt-ka0", testbed.AS_UPLINK)
+        ovs.add_port("br-int", "ovt-kb0", testbed.AS_UPLINK)
         for ns in (na, nb):
             testbed.ping(ns, "198.18.34.1", 2)  # ARP and flows; replies may be late
         with Watch(["br-int", "--db", ovs.db_sock, "--protocol", "icmp"], timeout_s=300) as w:
@@ -204,7 +205,7 @@ def test_watch_bridge_kernel_datapath():
             testbed.ping(nb, "198.18.34.1", 10)
             w.wait_for(lambda w: w.totals("br-int").get("ip_rcv", 0) >= 30, timeout_s=120)
             ovs.del_port("br-int", "ovt-kb0")
-            ovs.add_port("br-int", "ovt-kc0")
+            ovs.add_port("br-int", "ovt-kc0", testbed.AS_UPLINK)
             w.wait_for(
                 lambda w: any(i["name"] == "ovt-kc0" for i in w.intervals[-1]["interfaces"]),
                 timeout_s=60,
@@ -268,3 +269,75 @@ def test_threshold_and_drops(host_a, attach):
     assert any("drop reasons unavailable" in n for n in notes) != HAS_DROP_REASONS
     assert c["enqueued"] == c["received"] + c["dropped"] and i["in_flight"] == 0
     assert c["slow"] == c["received"]
+
+
+# the same pods and VM as tests/host/test_workloads.py, on the kernel datapath
+ANTREA = {"container-id": "8c1f", "pod-name": "web-0", "pod-namespace": "shop"}
+OVN_K = {"iface-id": "data_db-1", "iface-id-ver": "1f0e", "sandbox": "a3e9"}
+OPENSTACK = {"vm-uuid": "d5a2c1b4-7e0f-4a55-8f5d-3c0a9e2b7d10", "iface-id": "9b6f"}
+
+
+@pytest.mark.parametrize("attach, backend", [("kprobe", "kprobe"), ("auto", "fentry")])
+def test_pods_and_vm_kernel_datapath(attach, backend):
+    """`watch br-int` finds each pod's eth0 in its namespace and measures it
+    exactly; the VM's tap receives in place (tun_get_user -> netif_receive_skb,
+    then OVS's rx_handler takes it: no ip_rcv); hops uplink -> pod, VM -> pod."""
+    n_a, n_b, n_vm, port = 30, 20, 25, 7002
+    tap = "ovt-ltap"
+    with (
+        testbed.OvsDaemons("system") as ovs,
+        testbed.Netns("pa") as pa,
+        testbed.Netns("pb") as pb,
+        testbed.Netns("pc") as pc,
+    ):
+        ovs.add_bridge("br-int")
+        testbed.address_port("br-int", "198.18.35.1")
+        testbed.veth("ovt-lup", pc, "ovt-luq", None, "198.18.35.2")
+        ovs.add_port("br-int", "ovt-lup", testbed.AS_UPLINK)
+        testbed.pod("ovt-lpa", pa, "198.18.35.10")
+        testbed.pod("ovt-lpb", pb, "198.18.35.11")
+        ovs.add_port("br-int", "ovt-lpa", *testbed.external_ids(ANTREA))
+        ovs.add_port("br-int", "ovt-lpb", *testbed.external_ids(OVN_K))
+        testbed.tap(tap)
+        try:
+            ovs.add_port("br-int", tap, *testbed.external_ids(OPENSTACK))
+            for ns in (pa, pb, pc):  # ARP, MAC learning and flows; replies may be late
+                testbed.ping(ns, "198.18.35.1", 2)
+            testbed.ping(pc, "198.18.35.10", 2)
+            testbed.ping(pc, "198.18.35.11", 2)
+            args = ["br-int", "--db", ovs.db_sock, "--attach", attach]
+            args += ["--protocol", "udp", "--dst-port", str(port)]
+            pod_a, pod_b = f"eth0@{pa.name}", f"eth0@{pb.name}"
+            with Watch(args, timeout_s=300) as w:
+                assert w.start["backend"] == backend
+                testbed.send_udp(pc, "198.18.35.10", port, n_a)
+                testbed.send_udp(pc, "198.18.35.11", port, n_b)
+                mac = testbed.mac_of("eth0", pa)
+                testbed.feed_tap(tap, n_vm, "198.18.35.20", "198.18.35.10", port, dst_mac=mac)
+                w.wait_for(
+                    lambda w: w.totals(pod_a).get("ip_rcv", 0) >= n_a + n_vm
+                    and w.totals(pod_b).get("ip_rcv", 0) >= n_b
+                    and w.totals(tap).get("received_sync", 0) >= n_vm,
+                    timeout_s=120,
+                )
+                summary = w.stop(timeout_s=120)
+        finally:
+            testbed.sh("ip", "link", "del", tap, check=False)
+    for pod, n, who in ((pod_a, n_a + n_vm, "shop/web-0"), (pod_b, n_b, "data/db-1")):
+        i = interface(summary, pod)
+        c = i["counters"]
+        assert (i["role"], i["workload"]) == ("pod", who)
+        assert c["enqueued"] == c["received"] == c["ip_rcv"] == n, (pod, c)
+        assert c["received_sync"] == c["dropped"] == 0
+    t = interface(summary, tap)
+    c = t["counters"]
+    assert (t["role"], t["workload"]) == ("vm", f"vm:{OPENSTACK['vm-uuid']}")
+    assert c["received_sync"] == n_vm and c["enqueued"] == c["received"] == c["ip_rcv"] == 0
+    up = interface(summary, "ovt-lup")["counters"]
+    assert up["enqueued"] == up["received"] == n_a + n_b
+    for i in summary["interfaces"]:
+        assert i["counters"]["flow_lookup_failures"] == 0, i["name"]
+    hops = {(h["from"], h["to"]): h for h in summary["hops"]}
+    assert hops[("ovt-lup", pod_a)]["count"] == hops[("ovt-lup", pod_a)]["e2e"]["count"] == n_a
+    assert hops[("ovt-lup", pod_b)]["count"] == n_b
+    assert hops[(tap, pod_a)]["count"] == hops[(tap, pod_a)]["e2e"]["count"] == n_vm

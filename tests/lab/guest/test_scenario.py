@@ -15,13 +15,18 @@ def test_demo_scenario_kernel_datapath(tmp_path):
     recs = [json.loads(x) for x in (run_dir / "measurements.jsonl").read_text().splitlines()]
     start, summary = recs[1], recs[-2]
     assert start["backend"] == "fentry"
-    # the kernel datapath: every packet exact on both interfaces, the uplink
-    # with no ip_rcv (OVS takes it in its rx_handler), the bridge port with all
+    # the kernel datapath: every packet exact on every interface, the uplink
+    # and the VM's tap with no ip_rcv (OVS takes them in its rx_handler), the
+    # bridge port and the pod's eth0 with all
     up = interface(summary, "ovsscn-up0")["counters"]
     br = interface(summary, "ovsscn-br")["counters"]
-    assert up["enqueued"] == up["received"] == 2000 and up["ip_rcv"] == 0, up
+    pod = interface(summary, f"eth0@{recs[0]['hosts']['web']}")["counters"]
+    tap = interface(summary, "ovsscn-tap0")["counters"]
+    assert up["enqueued"] == up["received"] == 3000 and up["ip_rcv"] == 0, up
     assert br["enqueued"] == br["received"] == br["ip_rcv"] == 2000, br
-    (hop,) = summary["hops"]
-    assert hop["e2e"]["count"] == 2000
+    assert pod["enqueued"] == pod["received"] == pod["ip_rcv"] == 1400, pod
+    assert tap["received_sync"] == 400 and tap["ip_rcv"] == tap["enqueued"] == 0, tap
+    hops = {(h["from"], h["to"]): h["e2e"]["count"] for h in summary["hops"]}
+    assert hops[("ovsscn-up0", "ovsscn-br")] == 2000
     assert json.loads((run_dir / "result.json").read_text())["passed"]
     assert (run_dir / "distribution.svg").stat().st_size > 1000
