@@ -614,6 +614,8 @@ static __always_inline void on_receive(void *ctx, void *skb)
 	flows.delete(&key);
 
 	cpu = bpf_get_smp_processor_id();
+	/* the histogram with its counter: user space reads a stage's histogram
+	 * only when that counter moved (engine/collector.py) */
 	record(cfg, slot, STAGE_ENQUEUE_TO_RECEIVE, now - ts);
 	c->received++;
 	if (cpu != enqueue_cpu)
@@ -696,7 +698,7 @@ static __always_inline void on_ip(void *ctx, void *skb)
 	DBG(c, POINT_S3, DBG_FLOW_FOUND);
 	now = bpf_ktime_get_ns();
 	took = now - lr->ts_receive_ns;
-	record(cfg, slot, STAGE_RECEIVE_TO_IP, took);
+	record(cfg, slot, STAGE_RECEIVE_TO_IP, took); /* with ip_rcv, as above */
 	if (lr->origin_slot != slot)
 		record_hop(cfg, lr->origin_slot, slot, HOP_E2E, now - lr->origin_ns);
 	c->ip_rcv++;

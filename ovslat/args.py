@@ -121,6 +121,16 @@ def add_engine(p) -> None:
     )
 
 
+def add_max_events(p, what: str = "slow-packet events reported") -> None:
+    """--max-events-per-sec: the kernel-side rate limit of slow-packet events."""
+    p.add_argument(
+        "--max-events-per-sec",
+        type=integer("--max-events-per-sec"),
+        default=100,
+        help=f"{what} per second at most; the rest are counted (default 100)",
+    )
+
+
 def filters(a):
     from ovslat.model.filters import Filters
 

@@ -16,9 +16,9 @@ from ovslat.args import (
     add_db,
     add_engine,
     add_filters,
+    add_max_events,
     add_target,
     add_timing,
-    integer,
     number,
 )
 from ovslat.errors import UserError, one_line_exit
@@ -68,12 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="what --threshold-us applies to: S1 -> S2 on one interface (default), or the "
         "transit from one measured interface to the next (e.g. through the OVS datapath)",
     )
-    w.add_argument(
-        "--max-events-per-sec",
-        type=integer("--max-events-per-sec"),
-        default=100,
-        help="slow-packet events reported per second at most; the rest are counted (default 100)",
-    )
+    add_max_events(w)
     w.add_argument(
         "--debug", action="store_true", help="add the seed tool's per-stage debug counters"
     )

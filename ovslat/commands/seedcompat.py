@@ -22,7 +22,7 @@ import os
 import sys
 import time
 
-from ovslat.args import Parser, integer, number
+from ovslat.args import Parser, add_max_events, integer, number
 from ovslat.errors import one_line_exit
 from ovslat.output import seedtext
 
@@ -61,12 +61,7 @@ def _ovslat_flags(p: argparse.ArgumentParser) -> None:
         help="add ovslat's lines to the seed's text: percentiles, drops, in flight, "
         "queue depth maximum, receive context and diagnosis of events",
     )
-    g.add_argument(
-        "--max-events-per-sec",
-        type=integer("--max-events-per-sec"),
-        default=100,
-        help="high-latency events printed per second at most; the rest are counted (default 100)",
-    )
+    add_max_events(g, "high-latency events printed")
 
 
 def summary_parser(prog: str = "enqueue_to_iprec_latency") -> argparse.ArgumentParser:

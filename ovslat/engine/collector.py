@@ -86,7 +86,17 @@ class Collector:
 
     def _cumulative(self, iface: Interface, drops: dict) -> InterfaceStats:
         counters, debug = self.program.read_counters(iface.slot)
-        stages = {s: self.program.read_hist(iface.slot, i) for i, s in enumerate(STAGES)}
+        prev = self._prev.get(iface.slot)
+        # The kernel adds to a stage's histogram only with the counter that
+        # counts it (S1 -> S2 with received, S2 -> S3 with ip_rcv): an idle
+        # interface's histograms (160 buckets x CPUs each) need no reading.
+        if prev and (prev.counters.received, prev.counters.ip_rcv) == (
+            counters.received,
+            counters.ip_rcv,
+        ):
+            stages = prev.stages
+        else:
+            stages = {s: self.program.read_hist(iface.slot, i) for i, s in enumerate(STAGES)}
         reasons = tuple(sorted(drops.get(iface.slot, {}).items()))
         return InterfaceStats(iface, counters, stages, debug, drops=reasons)
 

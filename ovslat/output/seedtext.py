@@ -22,7 +22,7 @@ from ovslat.abi import DebugCounter
 from ovslat.model.events import PROTOCOL_NAMES, SlowEvent
 from ovslat.model.histogram import Histogram
 from ovslat.model.snapshot import DEBUG_POINTS, Counters, InterfaceStats
-from ovslat.output.text import histogram_rows
+from ovslat.output.text import cpu_and_timing, histogram_rows
 
 RULE = "=" * 80
 THIN = "-" * 80
@@ -314,17 +314,24 @@ def _protocol_number(ev: SlowEvent) -> int:
     return _PROTOCOL_NUMBERS.get(ev.protocol) or int(ev.protocol)
 
 
-def summary_event(ev: SlowEvent) -> list[str]:
-    """The summary tool's HIGH LATENCY EVENT (--threshold): a stage pair, CPUs, packet."""
-    a, b = next((a, b) for stage, a, b in PAIRS if stage == ev.stage)
-    us = _whole_us(ev)
-    lines = [
+def _event_head(ev: SlowEvent) -> list[str]:
+    """Both tools' HIGH LATENCY EVENT heading, up to the latency line."""
+    return [
         "",
         RULE,
         f"HIGH LATENCY EVENT #{ev.number}",
         RULE,
         f"Timestamp: {_stamp_us(ev.wall_s)}",
         "",
+    ]
+
+
+def summary_event(ev: SlowEvent) -> list[str]:
+    """The summary tool's HIGH LATENCY EVENT (--threshold): a stage pair, CPUs, packet."""
+    a, b = next((a, b) for stage, a, b in PAIRS if stage == ev.stage)
+    us = _whole_us(ev)
+    lines = [
+        *_event_head(ev),
         f"Latency: {us:.3f} us ({us / 1000.0:.6f} ms)",
         "",
         "Stage Transition:",
@@ -393,12 +400,7 @@ def threshold_event(ev: SlowEvent, threshold_us: float, extended: bool = False) 
     proto = _protocol_number(ev)
     name = ev.protocol if proto in (socket.IPPROTO_TCP, socket.IPPROTO_UDP) else f"PROTO_{proto}"
     lines = [
-        "",
-        RULE,
-        f"HIGH LATENCY EVENT #{ev.number}",
-        RULE,
-        f"Timestamp: {_stamp_us(ev.wall_s)}",
-        "",
+        *_event_head(ev),
         f"Latency: {_whole_us(ev) / 1000.0:.3f} ms (threshold: {threshold_us / 1000.0:.3f} ms)",
         "",
         "Flow Information:",
@@ -406,19 +408,7 @@ def threshold_event(ev: SlowEvent, threshold_us: float, extended: bool = False) 
         f"  Source: {ev.src}:{ev.sport or 0}",
         f"  Destination: {ev.dst}:{ev.dport or 0}",
         "",
-        "CPU Information:",
-        f"  Enqueue CPU: {ev.enqueue_cpu}",
-        f"  Receive CPU: {ev.receive_cpu}",
-    ]
-    if ev.cross_cpu:
-        lines.append("  ^^^ CROSS-CPU MIGRATION DETECTED ^^^")
-    depth = "not sampled" if ev.queue_depth is None else f"{ev.queue_depth} packets"
-    lines += [
-        "",
-        "Timing Information:",
-        f"  Enqueue timestamp: {ev.ts_enqueue_ns} ns",
-        f"  Receive timestamp: {ev.ts_receive_ns} ns",
-        f"  Queue depth: {depth}",
+        *cpu_and_timing(ev),
     ]
     if extended:
         lines += [

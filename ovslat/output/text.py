@@ -196,6 +196,26 @@ def hops_block(snap: Snapshot) -> list[str]:
     return lines
 
 
+def cpu_and_timing(ev) -> list[str]:
+    """An event's `CPU Information:` and `Timing Information:` sections, as
+    the seed's threshold tool prints them (seedtext.py's events share them)."""
+    lines = [
+        "CPU Information:",
+        f"  Enqueue CPU: {ev.enqueue_cpu}",
+        f"  Receive CPU: {ev.receive_cpu}",
+    ]
+    if ev.cross_cpu:
+        lines.append("  ^^^ CROSS-CPU MIGRATION DETECTED ^^^")
+    depth = "not sampled" if ev.queue_depth is None else f"{ev.queue_depth} packets"
+    return lines + [
+        "",
+        "Timing Information:",
+        f"  Enqueue timestamp: {ev.ts_enqueue_ns} ns",
+        f"  Receive timestamp: {ev.ts_receive_ns} ns",
+        f"  Queue depth: {depth}",
+    ]
+
+
 def event(ev) -> str:
     """The seed threshold tool's HIGH LATENCY EVENT record, plus context and diagnosis."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev.wall_s))
@@ -219,19 +239,7 @@ def event(ev) -> str:
         f"  Source: {ev.src}{port(ev.sport)}",
         f"  Destination: {ev.dst}{port(ev.dport)}",
         "",
-        "CPU Information:",
-        f"  Enqueue CPU: {ev.enqueue_cpu}",
-        f"  Receive CPU: {ev.receive_cpu}",
-    ]
-    if ev.cross_cpu:
-        lines.append("  ^^^ CROSS-CPU MIGRATION DETECTED ^^^")
-    depth = "not sampled" if ev.queue_depth is None else f"{ev.queue_depth} packets"
-    lines += [
-        "",
-        "Timing Information:",
-        f"  Enqueue timestamp: {ev.ts_enqueue_ns} ns",
-        f"  Receive timestamp: {ev.ts_receive_ns} ns",
-        f"  Queue depth: {depth}",
+        *cpu_and_timing(ev),
         "",
         f"Receive context: {ev.context}",
         f"Diagnosis: {ev.diagnosis}",

@@ -390,16 +390,20 @@ _POD = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-.a-z0-9]{0,251
 def _frames(y: _Y, err: _Errors) -> Frames:
     f = _Fields(y, err, ("vm", "to", "port", "count"), "frames")
     vm = f.str_("vm", need=True)
-    to = f.need("to")
-    try:
-        if not isinstance(to.value, str):
-            raise ValueError
-        ipaddress.IPv4Address(to.value)
-    except ValueError:
-        err.fail(to, f"{to.value!r} is not an IPv4 address")
+    to = _ipv4(f.need("to"), err)
     port = f.num("port", 0, 65535, integer=True, need=True)
     count = f.num("count", 1, 1_000_000, integer=True, need=True)
-    return Frames(vm, to.value, port, count)
+    return Frames(vm, to, port, count)
+
+
+def _ipv4(y: _Y, err: _Errors) -> str:
+    try:
+        if not isinstance(y.value, str):
+            raise ValueError
+        ipaddress.IPv4Address(y.value)
+    except ValueError:
+        err.fail(y, f"{y.value!r} is not an IPv4 address")
+    return y.value
 
 
 def _argv(y: _Y, err: _Errors) -> tuple[str, ...]:
@@ -415,13 +419,7 @@ def _argv(y: _Y, err: _Errors) -> tuple[str, ...]:
 
 def _udp(y: _Y, err: _Errors) -> Udp:
     f = _Fields(y, err, ("to", "port", "count", "pps", "duration_s", "src_port"), "udp")
-    to = f.need("to")
-    try:
-        if not isinstance(to.value, str):
-            raise ValueError
-        ipaddress.IPv4Address(to.value)
-    except ValueError:
-        err.fail(to, f"{to.value!r} is not an IPv4 address")
+    to = _ipv4(f.need("to"), err)
     port = f.num("port", 0, 65535, integer=True, need=True)
     count = f.num("count", 1, 10_000_000, integer=True)
     pps = f.num("pps", 1, 100_000)
@@ -433,7 +431,7 @@ def _udp(y: _Y, err: _Errors) -> Udp:
         err.fail(y, "pps: without count: needs duration_s: (how long to send)")
     if count is not None and duration is not None:
         err.fail(f.need("duration_s"), "duration_s: goes with pps:, not with count:")
-    return Udp(to.value, port, count, pps, duration, src_port)
+    return Udp(to, port, count, pps, duration, src_port)
 
 
 def _steps(y: _Y | None, err: _Errors, section: str) -> tuple[Step, ...]:

@@ -5,6 +5,7 @@ orchestrator names it, and a VM's tap, whose receives are synchronous."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -130,3 +131,33 @@ def test_pod_selection_and_an_unknown_pod(node):
     # that pod's two ends; the uplink and the internal port stay; not the other workloads
     assert measured == {"ovt-kpa", f"eth0@{pa.name}", "ovt-kup", BR}
     assert summary["type"] == "summary"
+
+
+def test_pods_coming_and_going_are_followed(node):
+    """A pod added to the bridge while watching is measured at both ends,
+    its eth0 in its namespace, within 2 s; a pod deleted keeps its figures."""
+    ovs, pa, _, _ = node
+    args = [BR, "--db", ovs.db_sock, "--protocol", "udp", "--dst-port", str(PORT)]
+    with testbed.Netns("pn") as pn, Watch(args) as w:
+        testbed.pod("ovt-kpn", pn, "198.18.66.12")
+        added = time.monotonic()
+        ovs.add_port(BR, "ovt-kpn", *testbed.external_ids({**ANTREA, "pod-name": "web-1"}))
+        new = f"eth0@{pn.name}"
+
+        def measured(w, name, gone=False):
+            last = w.intervals[-1]["interfaces"] if w.intervals else []
+            return any(label(i) == name and i["gone"] == gone for i in last)
+
+        w.wait_for(lambda w: measured(w, new), 10)
+        assert time.monotonic() - added <= 2.0 + 0.5  # 2 s, plus one report interval
+        assert testbed.ping(pn, "198.18.66.1", 2) == 2  # ARP, so the host can reach it
+        testbed.send_udp(None, "198.18.66.12", PORT, 25)
+        w.wait_for(lambda w: w.totals(new).get("ip_rcv", 0) >= 25)
+        ovs.del_port(BR, "ovt-kpa")
+        gone = f"eth0@{pa.name}"
+        w.wait_for(lambda w: measured(w, gone, gone=True), 10)
+        summary = w.stop()
+    i = interface(summary, new)
+    assert (i["workload"], i["role"]) == ("shop/web-1", "pod")
+    assert i["counters"]["enqueued"] == i["counters"]["ip_rcv"] == 25
+    assert interface(summary, gone)["gone"] and interface(summary, "ovt-kpa")["gone"]

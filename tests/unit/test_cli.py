@@ -77,3 +77,15 @@ def test_seed_commands_end_an_unexpected_error_in_one_line(main, prog, monkeypat
     assert err == (
         f"{prog}: error: RuntimeError: the map went away (rerun with --verbose for details)\n"
     )
+
+
+def test_interface_slots_follow_what_is_found():
+    """--max-ifaces unset: room for churn on top of what discovery found, and
+    the memory it pins is what README states for a 500-interface node."""
+    from ovslat.engine.session import auto_slots, map_bytes, max_hops
+
+    assert auto_slots(2) == 68 and auto_slots(0) == 64
+    assert auto_slots(500) == 1064 and max_hops(1064) == 2128 and max_hops(10) == 256
+    per_cpu = map_bytes(1064, 10240, 2) - map_bytes(1064, 10240, 1)
+    assert round(per_cpu / (1 << 20), 1) == 5.7
+    assert round(map_bytes(1064, 10240, 64) / (1 << 20)) == 367

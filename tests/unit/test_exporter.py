@@ -333,3 +333,36 @@ def test_dashboard_queries_are_valid_promql(tmp_path):
     path.write_text(json.dumps(rules))  # JSON is YAML
     r = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_pods_are_labelled_with_their_workload_and_count_sync_receives():
+    host_end = Interface("veth3a", 11, NETNS0, "", 3, None, "pod", "br-int", "shop/web-0")
+    pod_end = Interface(
+        "eth0", 2, 4026533000, "cni-1", 4, None, "pod", "br-int", "shop/web-0", "/run/netns/cni-1"
+    )
+    tap = Interface("tap0", 12, NETNS0, "", 5, None, "vm", "br-int", "vm:d5a2")
+    snap = snapshot()
+    snap = Snapshot(
+        0.0,
+        1.0,
+        "tracepoint",
+        (
+            *snap.interfaces,
+            stats(host_end),
+            stats(pod_end, [900], enqueued=7, received=7, ip_rcv=7),
+            stats(tap, received_sync=9, ip_rcv=9),
+        ),
+    )
+    text = render(snap)
+    (pod,) = find(text, "ovslat_enqueued_total", interface="eth0", netns="cni-1")
+    assert pod.value == 7
+    assert pod.labels == {
+        "interface": "eth0", "netns": "cni-1", "role": "pod", "bridge": "br-int",
+        "datapath": "netdev", "workload": "shop/web-0",
+    }  # fmt: skip
+    assert find(text, "ovslat_enqueued_total", interface="veth3a")[0].labels["workload"] == (
+        "shop/web-0"
+    )
+    (sync,) = find(text, "ovslat_received_sync_total", interface="tap0")
+    assert (sync.value, sync.labels["workload"], sync.labels["role"]) == (9, "vm:d5a2", "vm")
+    assert find(text, "ovslat_flow_lookup_failures_total", interface="tap0")[0].value == 0

@@ -11,10 +11,10 @@ import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
-from ovslat.model.events import SlowEvent
 from ovslat.model.histogram import Histogram
 from ovslat.model.snapshot import Counters, HopStats, Interface, InterfaceStats, Snapshot
 from ovslat.output.live import LiveView, budget, print_summary, table
+from tests.unit.test_events import event
 from tests.unit.test_render import hist, snapshot
 
 CONTEXT = {
@@ -303,24 +303,11 @@ def test_hops_grouped_and_bounded():
 
 def test_slow_packets_and_notes_fit_too():
     snap = node()
-    ev = SlowEvent(
-        number=1,
+    ev = event(
         wall_s=0.0,
         interface="ovt-lv7",
-        latency_ns=8_456_000,
-        threshold_ns=5_000_000,
-        protocol="TCP",
-        src="198.18.0.2",
-        dst="198.18.0.1",
-        sport=45678,
-        dport=2181,
-        enqueue_cpu=2,
         receive_cpu=3,
-        ts_enqueue_ns=1_000,
-        ts_receive_ns=8_457_000,
-        queue_depth=3,
         task="a-task-with-a-name-long-enough-to-need-cutting" * 2,
-        pid=42,
         stack=("__netif_receive_skb+0x1", "process_backlog+0xa5", "__irq_exit_rcu+0x4a"),
     )
     context = {**CONTEXT, "s3": None}
