@@ -195,14 +195,12 @@ def _ovsdb(bridge: str | None, db: str) -> list[Finding]:
 
 
 def _bridge(conn, bridge: str) -> list[Finding]:
-    from ovslat.discovery import netlink
-    from ovslat.discovery.topology import classify
+    from ovslat.discovery.bridge import resolve
 
     try:
-        datapath, interfaces = conn.bridge(bridge)
+        b = resolve(conn, bridge)
     except UserError as e:
         return [Finding(FAIL, f"bridge {bridge}", str(e))]
-    b = classify(bridge, datapath, interfaces, netlink.links())
     out = [
         Finding(
             OK, f"bridge {bridge}", f"{b.datapath_type} datapath, {len(b.members)} interface(s)"
@@ -211,6 +209,8 @@ def _bridge(conn, bridge: str) -> list[Finding]:
     for m in b.members:
         rps = "" if not m.link else f", RPS {'on' if m.link.rps else 'off'}"
         what = f"{m.role}, device {m.device or '-'}{rps}"
+        what += f", {m.workload}" if m.workload else ""
+        what += f", its end {m.peer.name}@{m.peer.netns}" if m.peer else ""
         if m.reason:
             out.append(Finding(WARN, f"  {m.name}", f"{what}: not measurable: {m.reason}"))
         elif m.warning:

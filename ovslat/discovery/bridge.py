@@ -19,6 +19,18 @@ _NETNS_HINTS = ("pod_netns", "net-ns")
 PEER_RETRY_S = 5.0
 
 
+def resolve(db: Ovsdb, name: str) -> Bridge:
+    """Bridge `name` as OVSDB and the kernel have it now, its pods' own ends found."""
+    datapath, interfaces = db.bridge(name)
+    links = netlink.links()
+    names = {i.name for i in interfaces}
+    hints = tuple(
+        i.external_ids[k] for i in interfaces for k in _NETNS_HINTS if i.external_ids.get(k)
+    )
+    bridge_links = {n: lk for n, lk in links.items() if n in names}
+    return classify(name, datapath, interfaces, links, netlink.peers(bridge_links, hints))
+
+
 class BridgeSource:
     def __init__(
         self,
@@ -47,14 +59,7 @@ class BridgeSource:
             )
 
     def _resolve(self) -> Bridge:
-        datapath, interfaces = self._db.bridge(self.name)
-        links = netlink.links()
-        names = {i.name for i in interfaces}
-        hints = tuple(
-            i.external_ids[k] for i in interfaces for k in _NETNS_HINTS if i.external_ids.get(k)
-        )
-        bridge_links = {n: lk for n, lk in links.items() if n in names}
-        return classify(self.name, datapath, interfaces, links, netlink.peers(bridge_links, hints))
+        return resolve(self._db, self.name)
 
     def interfaces(self) -> list[Interface]:
         """Measurable members as Interfaces (slot assigned by the caller); a

@@ -161,3 +161,15 @@ def test_pods_coming_and_going_are_followed(node):
     assert (i["workload"], i["role"]) == ("shop/web-1", "pod")
     assert i["counters"]["enqueued"] == i["counters"]["ip_rcv"] == 25
     assert interface(summary, gone)["gone"] and interface(summary, "ovt-kpa")["gone"]
+
+
+def test_doctor_shows_the_pods_own_ends(node):
+    ovs, pa, pb, _ = node
+    r = run_ovslat(["doctor", BR, "--db", ovs.db_sock], timeout_s=180)
+    lines = r.stdout.splitlines()
+    (a,) = (line for line in lines if " ovt-kpa " in line)
+    assert f"pod, device ovt-kpa, RPS off, shop/web-0, its end eth0@{pa.name}: measurable" in a
+    (b,) = (line for line in lines if " ovt-kpb " in line)
+    assert f"data/db-1, its end eth0@{pb.name}" in b
+    (t,) = (line for line in lines if f" {TAP} " in line)
+    assert f"vm, device {TAP}" in t and f"vm:{OPENSTACK['vm-uuid']}" in t
