@@ -250,3 +250,18 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "slow_event": SlowEvent,
     "drop_key": DropKey,
 }
+
+
+def cpu_sums(per_cpu, struct: type[ctypes.Structure]) -> list[int]:
+    """The sum over CPUs of each 64-bit word of `struct` (one of the all-u64
+    structs above: counters, hist), from the per-CPU array bcc reads (one
+    struct per CPU, back to back): a strided sum per word in C, instead of a
+    Python attribute read per word and CPU."""
+    n = ctypes.sizeof(struct) // 8
+    words = memoryview(per_cpu).cast("B").cast("Q")
+    return [sum(words[i::n]) for i in range(n)]
+
+
+def word_index(struct: type[ctypes.Structure], field: str) -> int:
+    """Where `field` starts, in 64-bit words."""
+    return getattr(struct, field).offset // 8

@@ -63,21 +63,16 @@ def _from_hook(frames: list[str]) -> list[str]:
     return frames
 
 
-def _debug(c, point: int, counter: int) -> int:
-    # struct counters keeps debug[point][counter] flattened: bcc mirrors 1-D arrays only.
-    return c.debug[point * NDBG + counter]
+_COUNTER_WORDS = {name: abi.word_index(abi.Counters, name) for name in abi.COUNTER_FIELDS}
+# struct counters keeps debug[point][counter] flattened: bcc mirrors 1-D arrays only.
+_DEBUG_WORD = abi.word_index(abi.Counters, "debug")
+_SUM_NS_WORD = abi.word_index(abi.Hist, "sum_ns")
 
 
 def _sum_cpus(per_cpu) -> Histogram:
     """One struct hist per CPU -> their sum (max is kept per interval elsewhere)."""
-    buckets = [0] * NBUCKETS
-    total = 0
-    for h in per_cpu:
-        for i, n in enumerate(h.buckets):
-            if n:
-                buckets[i] += n
-        total += h.sum_ns
-    return Histogram(tuple(buckets), total, 0)
+    words = abi.cpu_sums(per_cpu, abi.Hist)
+    return Histogram(tuple(words[:NBUCKETS]), words[_SUM_NS_WORD], 0)
 
 
 # A packet waits in a backlog for microseconds to milliseconds; a record
@@ -391,12 +386,12 @@ class Program:
 
     # ---- reading --------------------------------------------------------
     def read_counters(self, slot: int) -> tuple[Counters, tuple[tuple[int, ...], ...]]:
-        per_cpu = self._counters.getvalue(self._counters.Key(slot))
-        vals = {name: sum(getattr(c, name) for c in per_cpu) for name in abi.COUNTER_FIELDS}
+        words = abi.cpu_sums(self._counters.getvalue(self._counters.Key(slot)), abi.Counters)
+        vals = {name: words[w] for name, w in _COUNTER_WORDS.items()}
         debug: tuple[tuple[int, ...], ...] = ()
         if self.opts.debug:
             debug = tuple(
-                tuple(sum(_debug(c, p, i) for c in per_cpu) for i in range(NDBG))
+                tuple(words[_DEBUG_WORD + p * NDBG + i] for i in range(NDBG))
                 for p in range(NPOINTS)
             )
         return Counters(**vals), debug
@@ -405,7 +400,8 @@ class Program:
         if not self.opts.debug:
             return ()
         per_cpu = self._counters.getvalue(self._counters.Key(self.opts.max_ifaces))
-        return tuple(sum(_debug(c, p, 0) for c in per_cpu) for p in range(NPOINTS))
+        words = abi.cpu_sums(per_cpu, abi.Counters)
+        return tuple(words[_DEBUG_WORD + p * NDBG] for p in range(NPOINTS))
 
     def read_hist(self, slot: int, stage: int) -> Histogram:
         return _sum_cpus(self._hists.getvalue(self._hists.Key(slot * len(STAGES) + stage)))

@@ -129,3 +129,23 @@ def test_counters_are_the_snapshot_counters():
     from ovslat.model.snapshot import Counters
 
     assert set(abi.COUNTER_FIELDS) <= set(Counters.__dataclass_fields__)
+
+
+def test_cpu_sums_are_the_per_field_sums():
+    """What the collector reads: per-CPU structs summed word by word, as
+    attribute reads would sum them (abi.cpu_sums, one strided sum per word)."""
+    counters = (abi.Counters * 3)()
+    for cpu, c in enumerate(counters):
+        c.enqueued, c.received_sync, c.hops_lost = 10 + cpu, 1 << 40, cpu
+        c.debug[abi.NPOINTS * abi.NDBG - 1] = 7
+    words = abi.cpu_sums(counters, abi.Counters)
+    for name in abi.COUNTER_FIELDS:
+        assert words[abi.word_index(abi.Counters, name)] == sum(getattr(c, name) for c in counters)
+    assert words[abi.word_index(abi.Counters, "enqueued")] == 33
+    assert words[-1] == 21 and len(words) == ctypes.sizeof(abi.Counters) // 8
+    hists = (abi.Hist * 4)()
+    hists[1].buckets[3], hists[3].buckets[3], hists[2].buckets[159] = 5, 2, 1
+    hists[0].sum_ns, hists[3].sum_ns = 100, 11
+    h = abi.cpu_sums(hists, abi.Hist)
+    assert h[3] == 7 and h[159] == 1 and h[abi.word_index(abi.Hist, "sum_ns")] == 111
+    assert sum(h[: abi.NBUCKETS]) == 8
