@@ -310,9 +310,16 @@ def test_pods_and_vm_kernel_datapath(attach, backend):
             pod_a, pod_b = f"eth0@{pa.name}", f"eth0@{pb.name}"
             with Watch(args, timeout_s=300) as w:
                 assert w.start["backend"] == backend
+                mac = testbed.mac_of("eth0", pa)
+                # The datapath's flows idled out while bcc compiled (TCG: 30+ s): a
+                # flow miss goes through ovs-vswitchd, which under TCG can take
+                # longer than the hop window (1 s). Warm them, on a port the
+                # filter leaves out, so the counted packets take the fast path.
+                testbed.send_udp(pc, "198.18.35.10", port + 1, 3)
+                testbed.send_udp(pc, "198.18.35.11", port + 1, 3)
+                testbed.feed_tap(tap, 3, "198.18.35.20", "198.18.35.10", port + 1, dst_mac=mac)
                 testbed.send_udp(pc, "198.18.35.10", port, n_a)
                 testbed.send_udp(pc, "198.18.35.11", port, n_b)
-                mac = testbed.mac_of("eth0", pa)
                 testbed.feed_tap(tap, n_vm, "198.18.35.20", "198.18.35.10", port, dst_mac=mac)
                 w.wait_for(
                     lambda w: w.totals(pod_a).get("ip_rcv", 0) >= n_a + n_vm
