@@ -4,6 +4,12 @@
  *   S2 __netif_receive_skb  dequeued by process_backlog() in softirq
  *   S3 ip_rcv               handed to IPv4
  *
+ * A NIC's NAPI poll hands packets to GRO, which passes them on as a list:
+ * with RPS to enqueue_to_backlog (S1) as above; without RPS straight to
+ * __netif_receive_skb_core (S2, the netif_receive_skb tracepoint) and
+ * ip_list_rcv (S3), every S2 of the list before its first S3. Such a
+ * receive has no backlog: a synchronous receive, S2 -> S3 measured.
+ *
  * One program serves every monitored interface: `ifaces` maps
  * (netns inode, ifindex) to a slot, and every per-interface map is indexed by
  * slot. Histograms and counters live in per-CPU arrays; user space sums them.
@@ -32,7 +38,21 @@ BPF_PERCPU_ARRAY(maxima, struct maxima, 2 * MAX_IFACES);
  * (Program.expire_flows); a full map refuses new records, and those packets
  * count as flow lookup failures at S2, never as a wrong latency. */
 BPF_HASH(flows, u64, struct flow, MAX_FLOWS);
-BPF_PERCPU_ARRAY(last_rx, struct last_receive, 1);
+/* Per CPU: packets past S2 whose S3 has not come yet. A backlog or
+ * netif_receive_skb() receive reaches S3 inside its S2 call, so one entry
+ * is live; a GRO list is received whole (every S2) before IPv4 gets it
+ * (every S3), so up to a list's worth: RX_RING (user space sizes it from
+ * net.core.gro_normal_batch). */
+struct rx_state {
+	u32 n;	      /* entries pushed since the last reset; e[(n - 1) % RX_RING] is the newest */
+	u32 live;     /* of the last RX_RING of them, those still waiting for S3 */
+	u64 core_skb; /* kprobe/fentry: the skb __netif_receive_skb() was called for */
+	u64 napi_skb; /* tracepoint: the tracked skb napi_gro_receive() is handling */
+	u32 in_napi;  /* tracepoint: a device's NAPI poll is passing packets to GRO */
+	u32 pad;
+	struct last_receive e[RX_RING];
+};
+BPF_PERCPU_ARRAY(rx, struct rx_state, 1);
 /* address of each CPU's softnet_data, learnt from its backlog NAPI polls */
 BPF_ARRAY(backlogs, u64, OVSLAT_NR_CPUS);
 /* Marks left at S2 for S1 on the next interface: an array indexed by the
@@ -42,6 +62,11 @@ BPF_ARRAY(backlogs, u64, OVSLAT_NR_CPUS);
 BPF_ARRAY(hop_marks, struct hop_entry, HOP_SLOTS);
 /* 1 once an interface has started a hop: its overwritten marks are losses */
 BPF_ARRAY(hop_sources, u32, MAX_IFACES);
+/* marks overwritten before their interface started any hop: losses too once
+ * it does (a burst's first packets are all in flight before the first hop
+ * ends), moved to its hops_lost then; never, for an interface where packets
+ * end */
+BPF_ARRAY(hop_unconfirmed, u64, MAX_IFACES);
 BPF_PERCPU_HASH(hop_hists, struct hop_key, struct hist, MAX_HOPS);
 BPF_PERF_OUTPUT(events);
 BPF_STACK_TRACE(stacks, 1024);
@@ -57,6 +82,12 @@ BPF_ARRAY(zero_hist, struct hist, 1);
 BPF_PERCPU_HASH(hop_maxima, struct hop_key, u64, 2 * MAX_HOPS);
 
 #define KREAD(dst, src) bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)(src))
+
+/* struct flow.tentative: how sure S1 is that the packet goes to a backlog */
+#define FLOW_CERTAIN 0	      /* enqueue_to_backlog(), netif_rx() */
+#define FLOW_TENTATIVE_CALL 1 /* tracepoint: netif_receive_skb() entry, RPS or in place */
+#define FLOW_TENTATIVE_NAPI 2 /* tracepoint: GRO entry, then a list receive (no RPS) */
+#define FLOW_NAPI_RPS 3	      /* tracepoint: GRO entry, then RPS's enqueue to a backlog */
 
 #ifdef OVSLAT_DEBUG
 #define DBG(c, point, id) ((c)->debug[(point)*NDBG + (id)]++)
@@ -84,7 +115,8 @@ struct pkt {
 	u16 sport;
 	u16 dport;
 	u32 has_ports;
-	u32 fingerprint;
+	u32 fingerprint; /* every header field in pkt_id: hop marks */
+	u32 flow_fp;	 /* the same without the length, which GRO changes: S1 records */
 };
 
 static __always_inline u32 mix32(u32 h, u32 v)
@@ -134,8 +166,11 @@ static __always_inline int parse(void *skb, struct pkt *p)
 	}
 	p->id.l4 = l4[0];
 	p->id.seq = l4[1];
-	p->fingerprint = mix32(mix32(mix32(ip.saddr, ip.daddr), (u32)ip.id << 16 | ip.tot_len),
-			       l4[0] ^ l4[1] ^ ip.protocol);
+	/* A GRO-merged skb keeps its first segment's headers but the merged
+	 * length: the S1 record's fingerprint leaves the length out. */
+	p->flow_fp =
+	    mix32(mix32(mix32(ip.saddr, ip.daddr), (u32)ip.id << 16 | ip.protocol), l4[0] ^ l4[1]);
+	p->fingerprint = mix32(p->flow_fp, ip.tot_len);
 	return PARSE_OK;
 }
 
@@ -353,8 +388,18 @@ static __always_inline void hop_arrive(void *ctx, struct config *cfg, struct cou
 	if (mark->slot != slot && now - mark->ts_receive_ns < HOP_WINDOW_NS) {
 		u32 from = mark->slot, *src = hop_sources.lookup(&from);
 
-		if (src && !*src)
+		if (src && !*src) {
+			u64 *early = hop_unconfirmed.lookup(&from);
+			struct counters *fc = counters.lookup(&from);
+
 			*src = 1;
+			if (early && *early && fc) {
+				u64 n = *early;
+
+				__sync_fetch_and_add(early, -n);
+				fc->hops_lost += n;
+			}
+		}
 		record_hop(cfg, mark->slot, slot, HOP_TRANSIT, now - mark->ts_receive_ns);
 		f->origin_ns = mark->origin_ns;
 		f->origin_slot = mark->origin_slot;
@@ -399,8 +444,14 @@ static __always_inline void hop_leave(struct config *cfg, struct pkt *p, u32 slo
 		u32 *src = hop_sources.lookup(&from);
 		struct counters *lc = counters.lookup(&from);
 
-		if (src && *src && lc)
+		if (src && *src && lc) {
 			lc->hops_lost++;
+		} else if (src) {
+			u64 *early = hop_unconfirmed.lookup(&from);
+
+			if (early)
+				__sync_fetch_and_add(early, 1);
+		}
 	}
 	e->id = p->id;
 	e->mark.ts_receive_ns = now;
@@ -435,6 +486,28 @@ static __always_inline void count_enqueue(struct config *cfg, struct counters *c
 		c->queue_depth_samples++;
 		update_max(cfg->epoch, slot, MAX_QUEUE_DEPTH, qlen);
 	}
+}
+
+/* Would netif_receive_skb_list_internal() steer this packet to a backlog
+ * (get_rps_cpu())? Its RX queue has an RPS map or flow table: as the kernel
+ * looks them up, from skb->queue_mapping (queue + 1, 0 = not recorded). */
+static __always_inline int rps_steers(void *skb)
+{
+#ifdef OFF_DEV_RX
+	void *dev = 0, *rxq = 0, *maps[2] = {};
+	u16 qm = 0;
+
+	if (KREAD(dev, skb + OFF_SKB_DEV) || !dev || KREAD(rxq, dev + OFF_DEV_RX) || !rxq ||
+	    KREAD(qm, skb + OFF_SKB_QUEUE_MAPPING))
+		return 0;
+	rxq += (u64)(qm ? qm - 1 : 0) * SIZEOF_RX_QUEUE;
+	_Static_assert(OFF_RXQ_FLOW_TABLE == OFF_RXQ_RPS_MAP + 8, "rps_map, rps_flow_table");
+	if (KREAD(maps, rxq + OFF_RXQ_RPS_MAP))
+		return 0;
+	return maps[0] || maps[1];
+#else
+	return 0;
+#endif
 }
 
 /* S1. target_cpu < 0: not known at this hook (tracepoint backend): the local
@@ -477,7 +550,7 @@ static __always_inline s32 on_enqueue(void *ctx, void *skb, s32 target_cpu, u32 
 	u64 now = bpf_ktime_get_ns();
 	struct flow f = {
 	    .ts_enqueue_ns = now,
-	    .fingerprint = p.fingerprint,
+	    .fingerprint = p.flow_fp,
 	    .slot = slot,
 	    .enqueue_cpu = cpu,
 	    .tentative = tentative,
@@ -486,6 +559,8 @@ static __always_inline s32 on_enqueue(void *ctx, void *skb, s32 target_cpu, u32 
 	hop_arrive(ctx, cfg, c, &p, slot, now, &f);
 	if (target_cpu < 0 && (iv->flags & IFACE_NO_RPS))
 		target_cpu = cpu;
+	if (tentative == FLOW_TENTATIVE_NAPI && rps_steers(skb))
+		f.tentative = FLOW_NAPI_RPS;
 	if (!tentative)
 		count_enqueue(cfg, c, slot, target_cpu, &f);
 	u64 key = (u64)skb;
@@ -524,10 +599,77 @@ static __always_inline int is_synchronous(u64 skb)
 	return 0;
 }
 
-/* S2 */
-static __always_inline void on_receive(void *ctx, void *skb)
+/* ---- the S2 -> S3 entries of struct rx_state ---- */
+static __always_inline void rx_reset(struct rx_state *r)
 {
-	struct last_receive *lr;
+	r->n = 0;
+	r->live = 0;
+}
+
+static __always_inline void rx_push(struct rx_state *r, u64 skb, u64 now, u64 origin_ns, u32 slot,
+				    u32 origin_slot)
+{
+	struct last_receive *e = &r->e[r->n & (RX_RING - 1)];
+
+	/* a full ring overwrites its oldest entry (pushed RX_RING ago): that
+	 * packet's S3, if it ever comes, is not measured */
+	if (r->n >= RX_RING && e->skb && r->live)
+		r->live--;
+	e->skb = skb;
+	e->ts_receive_ns = now;
+	e->origin_ns = origin_ns;
+	e->slot = slot;
+	e->origin_slot = origin_slot;
+	r->n++;
+	r->live++;
+}
+
+/* The newest entry of `skb`, taken (NULL: none). Newest first: an older
+ * entry at the same address is a packet that never reached S3 (taken by an
+ * rx_handler, dropped) and whose sk_buff was reused. */
+static __always_inline struct last_receive *rx_take(struct rx_state *r, u64 skb)
+{
+	u32 n = r->n, i;
+
+	if (!r->live)
+		return 0;
+	for (i = 0; i < RX_RING && i < n; i++) {
+		struct last_receive *e = &r->e[(n - 1 - i) & (RX_RING - 1)];
+
+		if (e->skb == skb) {
+			e->skb = 0;
+			if (--r->live == 0)
+				r->n = 0;
+			return e;
+		}
+	}
+	return 0;
+}
+
+/* Wire packets an skb carries: skb_shinfo(skb)->gso_segs, 0 for a plain one.
+ * skb->end is an offset from skb->head on 64-bit kernels. */
+static __always_inline u32 skb_segments(void *skb)
+{
+	u8 buf[OFF_SKB_HEAD + 8 - OFF_SKB_END];
+	u32 end;
+	u64 head;
+	u16 segs = 0;
+
+	if (bpf_probe_read_kernel(buf, sizeof(buf), skb + OFF_SKB_END))
+		return 1;
+	__builtin_memcpy(&end, buf, sizeof(end));
+	__builtin_memcpy(&head, buf + (OFF_SKB_HEAD - OFF_SKB_END), sizeof(head));
+	if (!head || KREAD(segs, head + end + OFF_SHINFO_GSO_SEGS))
+		return 1;
+	return segs > 1 ? segs : 1;
+}
+
+/* S2. `list`: kprobe/fentry: a receive __netif_receive_skb() did not make,
+ * i.e. a GRO list's (decided by the caller); the tracepoint backend decides
+ * here, from the NAPI poll in progress. */
+static __always_inline void on_receive(void *ctx, void *skb, int list)
+{
+	struct rx_state *r;
 	struct iface_val *iv;
 	struct counters *c;
 	struct config *cfg;
@@ -537,41 +679,69 @@ static __always_inline void on_receive(void *ctx, void *skb)
 	u64 key = (u64)skb, now, ts, origin_ns;
 
 	dbg_global(POINT_S2, DBG_PROBE_ENTRY);
-	/* Any receive ends the previous one's S2 -> S3 window on this CPU. Else a
-	 * packet that never reached ip_rcv() (dropped as PACKET_OTHERHOST, taken
-	 * by an rx_handler) leaves a record that a later skb at the same,
-	 * recycled address would match: OVS re-injecting that very packet into
-	 * its bridge port does exactly that, with identical headers. */
-	lr = last_rx.lookup(&zero);
-	if (lr)
-		lr->skb = 0;
+	r = rx.lookup(&zero);
+	if (!r)
+		return;
+		/* Any other receive ends the S2 -> S3 window of the ones before it on
+		 * this CPU. Else a packet that never reached ip_rcv() (dropped as
+		 * PACKET_OTHERHOST, taken by an rx_handler) leaves an entry that a
+		 * later skb at the same, recycled address would match: OVS re-injecting
+		 * that very packet into its bridge port does exactly that, with
+		 * identical headers. A list's receives keep the list's entries, and
+		 * drop an older one at their own address (rx_take). The tracepoint
+		 * backend knows a list receive by its S1 record (below), or for a
+		 * packet it does not track by the NAPI poll in progress. */
+#ifdef BACKEND_TRACEPOINT
+	list = r->in_napi;
+#else
+	if (!list)
+		rx_reset(r);
+#endif
 	iv = iface_of(skb);
 	if (!iv)
-		return;
+		goto untracked;
 	slot = iv->slot;
 	c = counters.lookup(&slot);
 	cfg = config.lookup(&zero);
 	if (!c || !cfg)
-		return;
+		goto untracked;
 	DBG(c, POINT_S2, DBG_HANDLE_ENTRY);
 	DBG(c, POINT_S2, DBG_PARSE_ENTRY);
 	if (parse(skb, &p) != PARSE_OK)
-		return; /* counted at S1 */
+		goto untracked; /* counted at S1 */
 	DBG(c, POINT_S2, DBG_PARSE_SUCCESS);
 	if (filtered(cfg, &p, c, POINT_S2))
-		return;
+		goto untracked;
 	DBG(c, POINT_S2, DBG_FLOW_LOOKUP);
 	f = flows.lookup(&key);
 	now = bpf_ktime_get_ns();
+	if (f && (f->fingerprint != p.flow_fp || f->slot != slot)) {
+		/* a recycled sk_buff's record: another packet's */
+		flows.delete(&key);
+		f = 0;
+	}
+#ifdef BACKEND_TRACEPOINT
+	if (f && f->tentative == FLOW_NAPI_RPS) {
+		/* S1 was GRO's entry, and RPS put it in a backlog on the way (no
+		 * tracepoint there: counted now) */
+		c->enqueued++;
+		goto received;
+	}
+	/* S1 was GRO's entry and no RPS: a list receive (GRO may flush it
+	 * after the poll that took it in, from a timer) */
+	list = f && f->tentative == FLOW_TENTATIVE_NAPI;
+	if (!list)
+		rx_reset(r);
+#endif
 	/* A record S1 made for certain (not the tracepoint backend's tentative
 	 * one) means this skb was enqueued: a backlog receive, even one that
 	 * happens to run inside a netif_receive_skb() call. */
-	if (is_synchronous(key) && !(f && !f->tentative)) {
+	if (list || (is_synchronous(key) && !(f && f->tentative == FLOW_CERTAIN))) {
 		struct flow arrival = {};
 
-		if (f && f->fingerprint == p.fingerprint && f->slot == slot) {
-			/* tracepoint: S1 ran at netif_receive_skb_entry, where the
-			 * transit to this interface ended */
+		if (f && f->tentative != FLOW_CERTAIN) {
+			/* tracepoint: S1 ran where the transit to this interface
+			 * ended (netif_receive_skb or GRO entry) */
 			arrival.origin_ns = f->origin_ns;
 			arrival.origin_slot = f->origin_slot;
 		} else {
@@ -581,30 +751,26 @@ static __always_inline void on_receive(void *ctx, void *skb)
 		if (f)
 			flows.delete(&key);
 		c->received_sync++;
-		if (lr) {
-			lr->skb = key;
-			lr->ts_receive_ns = now;
-			lr->origin_ns = arrival.origin_ns;
-			lr->slot = slot;
-			lr->origin_slot = arrival.origin_slot;
-		}
+		c->segments += skb_segments(skb);
+		rx_push(r, key, now, arrival.origin_ns, slot, arrival.origin_slot);
 		hop_leave(cfg, &p, slot, now, arrival.origin_ns, arrival.origin_slot);
 		return;
 	}
-	if (!f || f->fingerprint != p.fingerprint || f->slot != slot) {
+	if (!f) {
 		/* Enqueued but refused by a full flow map, its record expired, or a
 		 * recycled sk_buff: no latency is better than a wrong one. */
 		struct flow arrival = {};
 
 		c->flow_lookup_failures++;
-		if (f)
-			flows.delete(&key);
 		/* It still ends a transit to this interface and may travel on,
 		 * its journey's origin inherited. */
 		hop_arrive(ctx, cfg, c, &p, slot, now, &arrival);
 		hop_leave(cfg, &p, slot, now, arrival.origin_ns, arrival.origin_slot);
 		return;
 	}
+#ifdef BACKEND_TRACEPOINT
+received:
+#endif
 	DBG(c, POINT_S2, DBG_FLOW_FOUND);
 	ts = f->ts_enqueue_ns;
 	enqueue_cpu = f->enqueue_cpu;
@@ -618,6 +784,7 @@ static __always_inline void on_receive(void *ctx, void *skb)
 	 * only when that counter moved (engine/collector.py) */
 	record(cfg, slot, STAGE_ENQUEUE_TO_RECEIVE, now - ts);
 	c->received++;
+	c->segments += skb_segments(skb);
 	if (cpu != enqueue_cpu)
 		c->cross_cpu++;
 	if ((cfg->flags & F_THRESHOLD) &&
@@ -636,21 +803,27 @@ static __always_inline void on_receive(void *ctx, void *skb)
 		};
 		slow_packet(ctx, cfg, c, &ev);
 	}
-	if (lr) {
-		lr->skb = key;
-		lr->ts_receive_ns = now;
-		lr->origin_ns = origin_ns;
-		lr->slot = slot;
-		lr->origin_slot = origin_slot;
-	}
+	rx_push(r, key, now, origin_ns, slot, origin_slot);
 	hop_leave(cfg, &p, slot, now, origin_ns, origin_slot);
 	DBG(c, POINT_S2, DBG_LATENCY_SUBMIT);
+	return;
+
+untracked:
+	/* not measured here: an older entry at its address is stale */
+	if (list)
+		rx_take(r, key);
+#ifdef BACKEND_TRACEPOINT
+	else
+		rx_reset(r);
+#endif
 }
 
-/* S3: runs synchronously inside the S2 call chain on the same CPU. */
+/* S3: runs synchronously inside the S2 call chain on the same CPU (a GRO
+ * list's, after every S2 of the list). */
 static __always_inline void on_ip(void *ctx, void *skb)
 {
 	struct last_receive *lr;
+	struct rx_state *r;
 	struct counters *c;
 	struct config *cfg;
 	u32 slot, zero = 0;
@@ -683,11 +856,13 @@ static __always_inline void on_ip(void *ctx, void *skb)
 		DBG(dc, POINT_S3, DBG_FLOW_LOOKUP);
 	}
 #endif
-	lr = last_rx.lookup(&zero);
-	if (!lr || lr->skb != (u64)skb)
+	r = rx.lookup(&zero);
+	if (!r)
+		return;
+	lr = rx_take(r, (u64)skb);
+	if (!lr)
 		return;
 	slot = lr->slot;
-	lr->skb = 0;
 	c = counters.lookup(&slot);
 	cfg = config.lookup(&zero);
 	if (!c || !cfg)
@@ -743,6 +918,15 @@ int learn_napi_poll(struct bpf_raw_tracepoint_args *ctx)
 	void *napi = (void *)ctx->args[0];
 	struct config *cfg;
 
+#ifdef BACKEND_TRACEPOINT
+	/* A poll ended below its budget (napi_complete_done() flushed GRO in
+	 * it): no list receive follows. A poll that used its whole budget may
+	 * still flush GRO after this tracepoint (napi_poll()'s repoll). */
+	struct rx_state *r = rx.lookup(&zero);
+
+	if (r && (int)ctx->args[1] < (int)ctx->args[2])
+		r->in_napi = 0;
+#endif
 	if (!sd || *sd)
 		return 0;
 	cfg = config.lookup(&zero);
@@ -756,8 +940,9 @@ int learn_napi_poll(struct bpf_raw_tracepoint_args *ctx)
  * drop, attributed to its interface with the kernel's reason. A tentative
  * record (tracepoint backend) counts too: S2 deletes it for a synchronous
  * receive, so a free before S2 is a drop on the way to or in the backlog,
- * which netif_receive_skb_exit counts as enqueued. Optional like the learner:
- * a kernel that rejects it loses drop attribution only. */
+ * which netif_receive_skb_exit counts as enqueued (a GRO entry's: counted
+ * here). Optional like the learner: a kernel that rejects it loses drop
+ * attribution only. */
 int drop_kfree_skb(struct bpf_raw_tracepoint_args *ctx)
 {
 	u64 key = ctx->args[0], one = 1, *n;
@@ -773,10 +958,13 @@ int drop_kfree_skb(struct bpf_raw_tracepoint_args *ctx)
 	 * tracepoint lacks makes the kernel refuse the program (EINVAL). */
 	k.reason = ctx->args[2];
 #endif
-	flows.delete(&key);
 	c = counters.lookup(&k.slot);
-	if (c)
+	if (c) {
 		c->dropped++;
+		if (f->tentative >= FLOW_TENTATIVE_NAPI)
+			c->enqueued++;
+	}
+	flows.delete(&key);
 	n = drops.lookup(&k);
 	if (n)
 		(*n)++;
@@ -814,6 +1002,55 @@ RAW_TRACEPOINT_PROBE(netif_receive_skb_exit)
 		pd->skb[d & (PENDING_DEPTH - 1)] = 0;
 	return 0;
 }
+
+/* S2 of a receive __netif_receive_skb() announced (its hook saw it first). */
+static __always_inline void announce_receive(void *skb)
+{
+	u32 zero = 0;
+	struct rx_state *r = rx.lookup(&zero);
+
+	if (r)
+		r->core_skb = (u64)skb;
+}
+
+/* __netif_receive_skb_core() of every receive. One __netif_receive_skb() did
+ * not announce is a GRO list's (__netif_receive_skb_list_core(): a NIC
+ * without RPS): its S2 is here. */
+RAW_TRACEPOINT_PROBE(netif_receive_skb)
+{
+	u32 zero = 0;
+	struct rx_state *r = rx.lookup(&zero);
+	void *skb = (void *)ctx->args[0];
+
+	if (!r)
+		return 0;
+	if (r->core_skb == (u64)skb) {
+		r->core_skb = 0;
+		return 0;
+	}
+	on_receive(ctx, skb, 1);
+	return 0;
+}
+
+#ifdef HAVE_IP_LIST_RCV
+/* S3 of a GRO list: ip_list_rcv(head, ...) hands IPv4 the list's packets
+ * of one device and type, linked through skb->list. */
+static __always_inline void on_ip_list(void *ctx, void *head)
+{
+	void *skb = 0;
+	int i;
+
+	if (KREAD(skb, head))
+		return;
+	for (i = 0; i < RX_RING; i++) {
+		if (!skb || skb == head)
+			break;
+		on_ip(ctx, skb);
+		if (KREAD(skb, skb + OFF_SKB_NEXT))
+			break;
+	}
+}
+#endif
 #endif
 
 #if defined(BACKEND_FENTRY)
@@ -826,7 +1063,8 @@ KFUNC_PROBE(enqueue_to_backlog, void *skb, int cpu)
 
 KFUNC_PROBE(__netif_receive_skb, void *skb)
 {
-	on_receive(ctx, skb);
+	announce_receive(skb);
+	on_receive(ctx, skb, 0);
 	return 0;
 }
 
@@ -835,6 +1073,14 @@ KFUNC_PROBE(ip_rcv, void *skb)
 	on_ip(ctx, skb);
 	return 0;
 }
+
+#ifdef HAVE_IP_LIST_RCV
+KFUNC_PROBE(ip_list_rcv, void *head)
+{
+	on_ip_list(ctx, head);
+	return 0;
+}
+#endif
 
 #elif defined(BACKEND_KPROBE)
 
@@ -846,7 +1092,8 @@ int kprobe_enqueue(struct pt_regs *ctx, void *skb, int cpu)
 
 int kprobe_receive(struct pt_regs *ctx, void *skb)
 {
-	on_receive(ctx, skb);
+	announce_receive(skb);
+	on_receive(ctx, skb, 0);
 	return 0;
 }
 
@@ -855,6 +1102,14 @@ int kprobe_ip(struct pt_regs *ctx, void *skb)
 	on_ip(ctx, skb);
 	return 0;
 }
+
+#ifdef HAVE_IP_LIST_RCV
+int kprobe_ip_list(struct pt_regs *ctx, void *head)
+{
+	on_ip_list(ctx, head);
+	return 0;
+}
+#endif
 
 #else /* BACKEND_TRACEPOINT */
 
@@ -877,7 +1132,7 @@ RAW_TRACEPOINT_PROBE(netif_receive_skb_entry)
 	d = pd->depth++;
 	if (d >= PENDING_DEPTH)
 		return 0;
-	slot = on_enqueue(ctx, skb, -1, 1);
+	slot = on_enqueue(ctx, skb, -1, FLOW_TENTATIVE_CALL);
 	d &= PENDING_DEPTH - 1;
 	pd->skb[d] = slot < 0 ? 0 : (u64)skb;
 	pd->slot[d] = slot < 0 ? 0 : slot;
@@ -911,7 +1166,61 @@ RAW_TRACEPOINT_PROBE(netif_receive_skb_exit)
 /* __netif_receive_skb_core() */
 RAW_TRACEPOINT_PROBE(netif_receive_skb)
 {
-	on_receive(ctx, (void *)ctx->args[0]);
+	on_receive(ctx, (void *)ctx->args[0], 0);
+	return 0;
+}
+
+/* A NAPI device (a NIC, a veth running XDP) passing a packet to GRO: the
+ * earliest per-packet tracepoint of its receive, so S1 without kprobes.
+ * GRO, then RPS's enqueue to a backlog (which has no tracepoint), come
+ * after it: S1 -> S2 includes GRO's wait for the rest of its batch. Without
+ * RPS, S2 is the list receive at the end of this poll: synchronous. These
+ * hooks are attached by name (napi_poll must be too: it ends `in_napi`). */
+static __always_inline void napi_entry(void *ctx, void *skb, int gro)
+{
+	u32 zero = 0;
+	struct rx_state *r = rx.lookup(&zero);
+	s32 slot;
+
+	if (!r)
+		return;
+	r->in_napi = 1;
+	slot = on_enqueue(ctx, skb, -1, FLOW_TENTATIVE_NAPI);
+	r->napi_skb = gro && slot >= 0 ? (u64)skb : 0;
+}
+
+int napi_gro_entry(struct bpf_raw_tracepoint_args *ctx)
+{
+	napi_entry(ctx, (void *)ctx->args[0], 1);
+	return 0;
+}
+
+/* netif_receive_skb_list(): a driver handing over a list without GRO */
+int napi_list_entry(struct bpf_raw_tracepoint_args *ctx)
+{
+	napi_entry(ctx, (void *)ctx->args[0], 0);
+	return 0;
+}
+
+/* GRO merged the packet into another skb (that one's `segments` count it
+ * at S2) or a tunnel's GRO consumed it: no S2 of its own will come. */
+int napi_gro_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	u32 zero = 0;
+	struct rx_state *r = rx.lookup(&zero);
+	int ret = ctx->args[0];
+	u64 key;
+	struct flow *f;
+
+	if (!r || !r->napi_skb)
+		return 0;
+	key = r->napi_skb;
+	r->napi_skb = 0;
+	if (ret != OVSLAT_GRO_MERGED && ret != OVSLAT_GRO_MERGED_FREE && ret != OVSLAT_GRO_CONSUMED)
+		return 0;
+	f = flows.lookup(&key);
+	if (f && f->tentative >= FLOW_TENTATIVE_NAPI)
+		flows.delete(&key);
 	return 0;
 }
 

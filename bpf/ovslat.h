@@ -100,7 +100,10 @@ enum threshold_stage {
 struct counters {
 	__u64 enqueued;
 	__u64 received;	     /* S2 of a packet seen at S1: S1 -> S2 measured */
-	__u64 received_sync; /* S2 without a backlog: netif_receive_skb() received it in place */
+	__u64 received_sync; /* S2 without a backlog: received in place (netif_receive_skb(), a
+			      * NIC's GRO list without RPS) */
+	__u64 segments;	     /* wire packets in the skbs received (both kinds): more than one
+			      * in an skb GRO merged or a sender's GSO built */
 	__u64 ip_rcv;	     /* S3 after either kind of S2: S2 -> S3 measured */
 	__u64 cross_cpu;
 	__u64 parse_failures;
@@ -134,12 +137,13 @@ struct flow {
 	__u32 slot;
 	__u32 enqueue_cpu;
 	__u32 queue_depth;
-	__u32 tentative; /* tracepoint backend: maybe a synchronous receive */
+	__u32 tentative; /* tracepoint backend: FLOW_TENTATIVE_* (bpf/ovslat.bpf.c) */
 	__u32 origin_slot;
 };
 
-/* Per CPU: the packet whose S2 was seen last; S3 follows synchronously on
- * the same CPU, so no hash map entry is needed between S2 and S3. */
+/* A packet seen at S2, waiting for its S3 on the same CPU (struct rx_state
+ * in bpf/ovslat.bpf.c keeps a few per CPU: no hash map entry is needed
+ * between S2 and S3). */
 struct last_receive {
 	__u64 skb;
 	__u64 ts_receive_ns;

@@ -119,6 +119,7 @@ class Counters(ctypes.Structure):
         ("enqueued", u64),
         ("received", u64),
         ("received_sync", u64),
+        ("segments", u64),
         ("ip_rcv", u64),
         ("cross_cpu", u64),
         ("parse_failures", u64),

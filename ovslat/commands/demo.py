@@ -1,5 +1,6 @@
 """`ovslat demo`: a self-contained topology measured live. A client namespace
-sends through a veth uplink into an OVS bridge whose internal port holds the
+sends through a NIC-like uplink (a veth running XDP: NAPI + GRO) into an OVS
+bridge whose internal port holds the
 destination address — the seed's "Pattern 4" (uplink + bridge port) — and to
 a pod behind the bridge, while a VM writes frames to the pod through its tap.
 The bridge is followed through OVSDB, as on a real node: its pod's own eth0
@@ -34,6 +35,7 @@ def demo(duration_s: float, interval_s: float, fmt: str, pps: float, attach: str
     ):
         ovs.add_bridge(BRIDGE)
         testbed.veth(UPLINK, client, PEER, None, CLIENT_IP)
+        testbed.nic_like(UPLINK)  # receives as a default NIC: NAPI + GRO, RPS off
         ovs.add_port(BRIDGE, UPLINK, testbed.AS_UPLINK)
         testbed.pod(POD_PORT, pod, POD_IP)
         ovs.add_port(BRIDGE, POD_PORT, *testbed.external_ids(POD_IDS))

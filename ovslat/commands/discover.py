@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ovslat.discovery.topology import Bridge
+from ovslat.discovery.topology import Bridge, receive_path
 
 
 def as_dict(b: Bridge) -> dict:
@@ -24,6 +24,9 @@ def as_dict(b: Bridge) -> dict:
                 "kind": (m.link.kind or "nic") if m.link else None,
                 "mtu": m.link.mtu if m.link else None,
                 "rps": m.link.rps if m.link else None,
+                # a NIC's driver or a veth running XDP: NAPI + GRO
+                "napi": m.link.napi if m.link else None,
+                "receive": (receive_path(m.link) or None) if m.link else None,
                 "workload": m.workload or None,
                 # a pod's own end, measured in its namespace as well
                 "peer": (
@@ -57,6 +60,7 @@ def render_table(b: Bridge) -> str:
         "kind",
         "mtu",
         "rps",
+        "napi",
         "workload",
         "peer",
         "measurable",

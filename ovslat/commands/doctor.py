@@ -196,6 +196,7 @@ def _ovsdb(bridge: str | None, db: str) -> list[Finding]:
 
 def _bridge(conn, bridge: str) -> list[Finding]:
     from ovslat.discovery.bridge import resolve
+    from ovslat.discovery.topology import receive_path
 
     try:
         b = resolve(conn, bridge)
@@ -209,6 +210,8 @@ def _bridge(conn, bridge: str) -> list[Finding]:
     for m in b.members:
         rps = "" if not m.link else f", RPS {'on' if m.link.rps else 'off'}"
         what = f"{m.role}, device {m.device or '-'}{rps}"
+        if m.link and m.link.napi:
+            what = f"{m.role}, device {m.device}, receives through {receive_path(m.link)}"
         what += f", {m.workload}" if m.workload else ""
         what += f", its end {m.peer.name}@{m.peer.netns}" if m.peer else ""
         if m.reason:
@@ -223,24 +226,25 @@ def _bridge(conn, bridge: str) -> list[Finding]:
 
 
 def _nics() -> list[Finding]:
-    """Physical NICs without RPS receive synchronously: the seed's Issue 1."""
+    """NICs (and veths running XDP) receive through NAPI and GRO: with RPS
+    through a backlog, without as GRO lists received in place (the seed's
+    Issue 1), which ovslat counts as synchronous receives."""
     from ovslat.discovery import netlink
+    from ovslat.discovery.topology import receive_path
 
     out = []
     for name, link in sorted(netlink.links().items()):
-        if link.kind or name == "lo":
+        if not link.napi:
             continue
         if link.rps:
-            out.append(Finding(OK, f"RPS {name}", "on: received packets go through the backlog"))
-        elif link.rps is False:
+            out.append(Finding(OK, f"NIC {name}", receive_path(link)))
+        else:
             out.append(
                 Finding(
                     WARN,
-                    f"RPS {name}",
-                    "off: packets are received synchronously through GRO, bypassing "
-                    "enqueue_to_backlog and netif_receive_skb() (no S1 -> S2; README, Known "
-                    f"limits); enable it: echo f > "
-                    f"/sys/class/net/{name}/queues/rx-0/rps_cpus, or watch the bridge port",
+                    f"NIC {name}",
+                    f"{receive_path(link)}; to measure a backlog's wait enable RPS: echo f > "
+                    f"/sys/class/net/{name}/queues/rx-0/rps_cpus",
                 )
             )
     return out

@@ -98,8 +98,34 @@ def links() -> dict[str, Link]:
                 rps_enabled(name),
                 peer,
                 msg.get_attr("IFLA_LINK_NETNSID") if peer else None,
+                _napi(name, kind, msg),
             )
     return out
+
+
+def _napi(name: str, kind: str, msg) -> bool:
+    """A NIC's driver (a device with a bus device behind it) polls with NAPI
+    and hands packets to GRO; so does a veth with an XDP program in driver
+    mode (veth_poll), where one without receives through netif_rx()."""
+    if not kind:
+        return os.path.exists(f"/sys/class/net/{name}/device")
+    if kind == "veth":
+        xdp = msg.get_attr("IFLA_XDP")
+        return bool(xdp and xdp.get_attr("IFLA_XDP_DRV_PROG_ID"))
+    return False
+
+
+def set_xdp(name: str, prog_fd: int, netns: str | None = None) -> None:
+    """Attach an XDP program (the testbed's NIC-like veth): in driver mode
+    where the driver has one, as veth does; the device keeps it until it is
+    deleted."""
+    with NetNS(netns) if netns else IPRoute() as ipr:
+        (index,) = ipr.link_lookup(ifname=name)
+        ipr.link(
+            "set",
+            index=index,
+            xdp={"attrs": [("IFLA_XDP_FD", prog_fd)]},
+        )
 
 
 # Where network namespaces are bound to files: ip-netns and the CNI plugins'

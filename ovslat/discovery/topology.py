@@ -54,6 +54,28 @@ class Link:
     # namespace, that namespace's id as this one knows it (IFLA_LINK_NETNSID)
     peer_ifindex: int | None = None
     peer_netnsid: int | None = None
+    # receives through a NAPI poll and GRO (a NIC's driver, a veth running
+    # XDP): without RPS as GRO lists, never through a backlog
+    napi: bool = False
+
+
+def receive_path(link: Link) -> str:
+    """How `link` receives, and so what ovslat measures on it."""
+    if link.napi and link.rps:
+        return (
+            "NAPI + GRO, RPS on: GRO's lists go through enqueue_to_backlog (S1 -> S2 -> S3; "
+            "S1 is GRO's entry with the tracepoint backend)"
+        )
+    if link.napi:
+        return (
+            "NAPI + GRO, RPS off: received in place from GRO's lists, no backlog "
+            "(synchronous receives: S2 -> S3, hops start at S2)"
+        )
+    if link.kind == "tun":
+        return "netif_receive_skb(): in place unless RPS is on"
+    if link.kind == "veth":
+        return "netif_rx() to a backlog (S1 -> S2 -> S3)"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -196,12 +218,12 @@ def classify(
         if device and link is None:
             reason = f"no kernel device {device!r}" + (f" (OVS: {i.error})" if i.error else "")
         warning = None
-        if link and role == "uplink" and link.kind not in ("veth", "tun") and link.rps is False:
+        if link and role == "uplink" and link.napi and link.rps is False:
             warning = (
-                f"RPS is off on {i.name}: its packets are received synchronously and "
-                "bypass enqueue_to_backlog; only enqueued packets are measured. Enable "
-                f"RPS (/sys/class/net/{i.name}/queues/rx-*/rps_cpus) or watch the "
-                "internal port"
+                f"RPS is off on {i.name}: it receives GRO's lists in place, without a "
+                "backlog, so its packets are synchronous receives (received_sync: S2 -> S3 "
+                "measured and hops onward, no S1 -> S2); to measure a backlog's wait enable "
+                f"RPS (/sys/class/net/{i.name}/queues/rx-*/rps_cpus)"
             )
         if link and role == "internal" and datapath == "netdev" and link.rps is False:
             warning = (

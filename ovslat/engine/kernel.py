@@ -15,12 +15,40 @@ KALLSYMS = "/proc/kallsyms"
 
 # Stage hook functions, as the seed names them.
 HOOKS = ("enqueue_to_backlog", "__netif_receive_skb", "ip_rcv")
+# S3 of a GRO list (a NIC without RPS), under kprobe and fentry; without it
+# those packets' S2 -> S3 is not measured.
+LIST_HOOK = "ip_list_rcv"
+GRO_BATCH = "/proc/sys/net/core/gro_normal_batch"
+RX_RING_MAX = 64
+
+
+def rx_ring(batch: int | None) -> int:
+    """Per-CPU S2 -> S3 entries: a power of two holding one GRO list
+    (net.core.gro_normal_batch packets, 8 by default), at most RX_RING_MAX."""
+    want = max(8, batch or 8)
+    ring = 8
+    while ring < want and ring < RX_RING_MAX:
+        ring *= 2
+    return ring
+
+
+def gro_normal_batch(path: str = GRO_BATCH) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None  # before Linux 5.4: lists were never batched
+
 
 # struct offsets the BPF program needs, as (macro, struct, member path).
 OFFSETS = (
     ("OFF_SKB_DEV", "sk_buff", "dev"),
     ("OFF_SKB_DATA", "sk_buff", "data"),
     ("OFF_SKB_PROTOCOL", "sk_buff", "protocol"),
+    ("OFF_SKB_NEXT", "sk_buff", "next"),  # skb->list.next too: a GRO list's link
+    ("OFF_SKB_END", "sk_buff", "end"),
+    ("OFF_SKB_HEAD", "sk_buff", "head"),
+    ("OFF_SHINFO_GSO_SEGS", "skb_shared_info", "gso_segs"),
     ("OFF_DEV_IFINDEX", "net_device", "ifindex"),
     ("OFF_DEV_NET", "net_device", "nd_net"),
     ("OFF_NET_INUM", "net", "ns.inum"),
@@ -30,14 +58,31 @@ OFFSETS = (
 )
 
 
+# Where RPS would steer a packet (the tracepoint backend's S1 at GRO entry
+# tells a backlog receive from a GRO list's by it): optional, a kernel
+# without CONFIG_RPS has none; such a NIC's packets are then list receives.
+RPS_OFFSETS = (
+    ("OFF_SKB_QUEUE_MAPPING", "sk_buff", "queue_mapping"),
+    ("OFF_DEV_RX", "net_device", "_rx"),
+    ("OFF_RXQ_RPS_MAP", "netdev_rx_queue", "rps_map"),
+    ("OFF_RXQ_FLOW_TABLE", "netdev_rx_queue", "rps_flow_table"),
+)
+
+
 def struct_offsets(btf: Btf) -> dict[str, int]:
     try:
-        return {macro: btf.offsetof(struct, path) for macro, struct, path in OFFSETS}
+        out = {macro: btf.offsetof(struct, path) for macro, struct, path in OFFSETS}
     except BtfError as e:
         raise UserError(
             f"kernel BTF lacks a field ovslat needs ({e}); "
             "this kernel is not supported, please report it"
         ) from e
+    try:
+        rps = {macro: btf.offsetof(struct, path) for macro, struct, path in RPS_OFFSETS}
+        rps["SIZEOF_RX_QUEUE"] = btf.sizeof("netdev_rx_queue")
+    except BtfError:
+        rps = {}
+    return out | rps
 
 
 def read_kallsyms(path: str = KALLSYMS) -> dict[str, int]:

@@ -18,7 +18,15 @@ from ovslat.abi import BACKENDS, NDBG, NMAX, NPOINTS, ConfigFlag, IfaceFlag
 from ovslat.data import data_dir
 from ovslat.engine import headers, nflink
 from ovslat.engine.btf import BtfError
-from ovslat.engine.kernel import HOOKS, KernelInfo, kprobes_supported, online_cpus
+from ovslat.engine.kernel import (
+    HOOKS,
+    LIST_HOOK,
+    KernelInfo,
+    gro_normal_batch,
+    kprobes_supported,
+    online_cpus,
+    rx_ring,
+)
 from ovslat.errors import UserError
 from ovslat.model.histogram import NBUCKETS, Histogram
 from ovslat.model.snapshot import STAGES, Counters, Interface
@@ -29,10 +37,27 @@ _KPROBE_FN = dict(zip(HOOKS, ("kprobe_enqueue", "kprobe_receive", "kprobe_ip"), 
 
 # What S3 means under each backend; shown by README and the reports.
 S3_MEANING = {
-    "fentry": "ip_rcv() entry (fentry)",
-    "kprobe": "ip_rcv() entry (kprobe)",
-    "tracepoint": "IPv4 PRE_ROUTING netfilter hook inside ip_rcv() (BPF netfilter link)",
+    "fentry": "ip_rcv() entry (fentry), ip_list_rcv() entry for a GRO list",
+    "kprobe": "ip_rcv() entry (kprobe), ip_list_rcv() entry for a GRO list",
+    "tracepoint": "IPv4 PRE_ROUTING netfilter hook inside ip_rcv()/ip_list_rcv() "
+    "(BPF netfilter link)",
 }
+# What S1 means: kprobe and fentry hook enqueue_to_backlog() itself; the
+# tracepoint backend has no tracepoint there on a NIC's GRO path.
+S1_MEANING = {
+    "fentry": "enqueue_to_backlog() entry (fentry)",
+    "kprobe": "enqueue_to_backlog() entry (kprobe)",
+    "tracepoint": "netif_rx (enqueue_to_backlog follows), netif_receive_skb entry (RPS); "
+    "on a NAPI device napi_gro_receive entry, before GRO and RPS's enqueue",
+}
+# The tracepoint backend's S1 on a NAPI device (a NIC, a veth running XDP):
+# (tracepoint, function in bpf/). They need napi_poll's program, which ends
+# the poll they start.
+NAPI_HOOKS = (
+    ("napi_gro_receive_entry", "napi_gro_entry"),
+    ("napi_gro_receive_exit", "napi_gro_exit"),
+    ("netif_receive_skb_list_entry", "napi_list_entry"),
+)
 
 
 # Optional raw tracepoints: (tracepoint, function in bpf/, what is lost without).
@@ -142,11 +167,29 @@ def cflags(kernel: KernelInfo, backend: str, o: EngineOptions) -> list[str]:
         f"-DOVSLAT_NR_CPUS={kernel.ncpus}",
     ]
     flags += [f"-D{k}={v}" for k, v in kernel.offsets.items()]
+    flags.append(f"-DRX_RING={rx_ring(gro_normal_batch())}")
+    if has_list_hook(kernel, backend):
+        flags.append("-DHAVE_IP_LIST_RCV")
+    gro = kernel.btf.enum_names("gro_result")
+    by_name = {v: k for k, v in gro.items()}
+    for result in ("GRO_MERGED", "GRO_MERGED_FREE", "GRO_CONSUMED"):
+        # never matched when the kernel does not say: such records expire
+        flags.append(f"-DOVSLAT_{result}={by_name.get(result, -1)}")
     if (kernel.btf.tracepoint_args("kfree_skb") or 0) >= 3:
         flags.append("-DKFREE_SKB_REASON")
     if o.debug:
         flags.append("-DOVSLAT_DEBUG")
     return flags
+
+
+def has_list_hook(kernel: KernelInfo, backend: str) -> bool:
+    """ip_list_rcv() can be hooked: a kernel symbol (kprobe), a BTF function
+    under its own name (fentry)."""
+    if backend == "kprobe":
+        return LIST_HOOK in kernel.kallsyms
+    if backend == "fentry":
+        return LIST_HOOK in kernel.kallsyms and kernel.btf.has_func(LIST_HOOK)
+    return False
 
 
 class Program:
@@ -158,6 +201,8 @@ class Program:
         self.opts = opts
         self.notes: list[str] = []
         self.s3: str | None = S3_MEANING[backend]
+        self.s1: str = S1_MEANING[backend]
+        self.napi = backend != "tracepoint"  # a NAPI device's receive is seen
         self._learning = False  # napi_poll attached, learning softnet_data
         self._drop_reasons = (kernel.btf.tracepoint_args("kfree_skb") or 0) >= 3
         self._links: dict[int, int] = {}  # netns inode -> netfilter link fd
@@ -206,6 +251,8 @@ class Program:
                         symbol = symbols[hook]
                         assert symbol is not None  # `missing` above rejected unresolved hooks
                         b.attach_kprobe(event=symbol.encode(), fn_name=fn.encode())
+                    if has_list_hook(self.kernel, "kprobe"):
+                        b.attach_kprobe(event=LIST_HOOK.encode(), fn_name=b"kprobe_ip_list")
             except Exception as e:  # bcc raises bare Exception for load/attach failures
                 failure = str(e).strip()
                 if b is not None:
@@ -223,10 +270,46 @@ class Program:
                     "trampolines disabled or locked down)"
                 )
             raise BackendUnavailable(failure + (f" ({detail})" if detail else ""))
+        if self.backend != "tracepoint" and not has_list_hook(self.kernel, self.backend):
+            self.notes.append(
+                f"S2 -> S3 of GRO lists (a NIC without RPS) not measured: no {LIST_HOOK}() "
+                f"to hook with {self.backend}"
+            )
         self._attach_optional(b)
         if self.backend == "tracepoint":
+            self._attach_napi(b)
             self._load_netfilter(b)
         return b
+
+    def _attach_napi(self, b: BPF) -> None:
+        """The tracepoint backend's S1 on NAPI devices. Without them (or
+        without napi_poll, which ends what they begin) a NIC's packets are
+        still received at S2, as flow lookup failures."""
+        why = None
+        if not self._learning:
+            why = "the napi_poll program is not attached"
+        else:
+            missing = [tp for tp, _ in NAPI_HOOKS if self.kernel.btf.tracepoint_args(tp) is None]
+            if missing:
+                why = f"the kernel has no {', '.join(missing)} tracepoint"
+        attached = []
+        if why is None:
+            with _captured_stderr() as err:
+                try:
+                    for tp, fn in NAPI_HOOKS:
+                        b.attach_raw_tracepoint(tp=tp.encode(), fn_name=fn.encode())
+                        attached.append(tp)
+                except Exception as e:  # bcc raises bare Exception
+                    why = f"the kernel refused a NAPI program ({_last_line(err['text']) or e})"
+        if why is None:
+            self.napi = True
+            return
+        for tp in attached:
+            b.detach_raw_tracepoint(tp=tp.encode())
+        self.s1 = S1_MEANING["tracepoint"].split("; on a NAPI")[0]
+        self.notes.append(
+            f"NIC (NAPI) receives have no S1 and count as flow lookup failures: {why}"
+        )
 
     def _attach_optional(self, b: BPF) -> None:
         """The parts ovslat measures without: each a kernel lacks or refuses
@@ -383,6 +466,7 @@ class Program:
         for half in range(2):
             self._maxima.clearitem(self._maxima.Key(half * self.opts.max_ifaces + slot))
         self.bpf["hop_sources"].clearitem(self.bpf["hop_sources"].Key(slot))
+        self.bpf["hop_unconfirmed"].clearitem(self.bpf["hop_unconfirmed"].Key(slot))
 
     # ---- reading --------------------------------------------------------
     def read_counters(self, slot: int) -> tuple[Counters, tuple[tuple[int, ...], ...]]:
@@ -494,6 +578,8 @@ class Program:
         learner: it runs at every NAPI poll of the machine (~30 ns each) and
         has nothing left to learn. True once detached."""
         if self._learning:
+            if self.backend == "tracepoint" and self.napi:
+                return True  # also ends each NAPI poll's list receives: stays
             known = {cpu.value for cpu, sd in self.bpf["backlogs"].items() if sd.value}
             if online_cpus() <= known:
                 self.bpf.detach_raw_tracepoint(tp=b"napi_poll")
@@ -547,6 +633,8 @@ def compile_only(kernel: KernelInfo, backend: str, opts: EngineOptions) -> list[
     without attaching; returns their names. Proves a backend's code on a
     kernel that cannot attach it (kprobes on a kernel without CONFIG_KPROBES)."""
     names = {"kprobe": list(_KPROBE_FN.values())}[backend]
+    if has_list_hook(kernel, backend):
+        names.append("kprobe_ip_list")
     with _captured_stderr():
         b = BPF(src_file=str(SOURCE).encode(), cflags=cflags(kernel, backend, opts))
         try:

@@ -237,6 +237,7 @@ class Session:
             self._opened = opened.pop_all()
         self.context: dict[str, Any] = {
             "backend": self.program.backend,
+            "s1": self.program.s1,
             "s3": self.program.s3,
             "filters": o.filters.as_dict(),
             "queue_depth_source": QUEUE_DEPTH_SOURCE[self.program.backend],

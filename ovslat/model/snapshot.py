@@ -22,7 +22,8 @@ DEBUG_POINTS = ("STAGE1_enqueue_to_backlog", "STAGE2___netif_receive_skb", "STAG
 class Counters:
     enqueued: int = 0
     received: int = 0  # S2 after S1: S1 -> S2 measured
-    received_sync: int = 0  # S2 with no backlog (netif_receive_skb() in place)
+    received_sync: int = 0  # S2 with no backlog (received in place: no S1)
+    segments: int = 0  # wire packets in the skbs received (GRO and GSO merge several)
     ip_rcv: int = 0  # S3 after either kind of S2
     cross_cpu: int = 0
     parse_failures: int = 0

@@ -301,6 +301,10 @@ COUNTERS = (
         "packets received in place by netif_receive_skb(), without a backlog (no S1)",
     ),
     (
+        "segments",
+        "wire packets in the sk_buffs received (GRO merges several into one)",
+    ),
+    (
         "flow_lookup_failures",
         "S2 of an enqueued packet whose S1 record was missing (flow map full, expired)",
     ),

@@ -118,6 +118,7 @@ def interface_block(
         f"  Received packets:        {c.received}",
         f"  Synchronous receives:    {c.received_sync}  "
         "(no backlog: no S1 -> S2, S2 -> S3 measured)",
+        f"  Segments received:       {c.segments}  (wire packets in those skbs: GRO merges)",
         f"  IP layer packets:        {c.ip_rcv}",
         f"  Cross-CPU migrations:    {c.cross_cpu}",
         f"  Parse failures:          {c.parse_failures}",

@@ -60,6 +60,8 @@ def _build(topo: schema.Topology | None, stack: contextlib.ExitStack) -> tuple[d
                 ids = {"pod-namespace": namespace, "pod-name": name, "container-id": ns.name}
                 ovs.add_port(topo.bridge, h.port, *testbed.external_ids(ids))
             else:
+                if h.nic:
+                    testbed.nic_like(h.port)
                 ovs.add_port(topo.bridge, h.port, testbed.AS_UPLINK)
             hosts[h.name] = ns.name
         for vm in topo.vms:

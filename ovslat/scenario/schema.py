@@ -43,6 +43,9 @@ class Host:
     # NAMESPACE/NAME: the host is a pod (its port written as Antrea writes
     # one); else a client behind a veth playing the uplink NIC
     pod: str = ""
+    # the bridge's end receives like a physical NIC (NAPI + GRO, RPS off:
+    # testbed.nic_like) instead of a plain veth's netif_rx()
+    nic: bool = False
 
 
 @dataclass(frozen=True)
@@ -351,7 +354,7 @@ def _topology(y: _Y, err: _Errors) -> Topology:
         err.fail(hosts_y, "must be a non-empty list of hosts")
     hosts, seen = [], {bridge}
     for hy in hosts_y.value:
-        h = _Fields(hy, err, ("name", "address", "port", "pod"), "a host")
+        h = _Fields(hy, err, ("name", "address", "port", "pod", "nic"), "a host")
         name = h.str_("name", need=True)
         port = _ifname(h.need("port", "the bridge's end of the host's veth"), err)
         address_y = h.need("address")
@@ -365,7 +368,12 @@ def _topology(y: _Y, err: _Errors) -> Topology:
         pod = h.str_("pod") or ""
         if pod and not _POD.fullmatch(pod):
             err.fail(h.need("pod"), f"{pod!r} is not NAMESPACE/NAME (Kubernetes names)")
-        hosts.append(Host(name, address, port, pod))
+        nic_y = h.get("nic")
+        if nic_y is not None and not isinstance(nic_y.value, bool):
+            err.fail(nic_y, "must be true or false")
+        if nic_y is not None and nic_y.value and pod:
+            err.fail(nic_y, "a pod's port is no NIC: nic is for a host behind an uplink")
+        hosts.append(Host(name, address, port, pod, bool(nic_y and nic_y.value)))
     vms: list[Vm] = []
     vms_y = f.get("vms")
     if vms_y is not None and not isinstance(vms_y.value, list):

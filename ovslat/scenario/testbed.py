@@ -139,27 +139,150 @@ def address_port(ifname: str, addr: str, prefix: int = 24) -> None:
     sh("ip", "link", "set", ifname, "up")
 
 
+_BPF_PROG_LOAD, _BPF_PROG_TYPE_XDP, _SYS_BPF = 5, 6, 321  # x86_64
+# r0 = XDP_PASS (2); exit
+_XDP_PASS = bytes.fromhex("b700000002000000" "9500000000000000")
+
+
+def nic_like(ifname: str, netns: str | None = None) -> None:
+    """Make a veth receive like a physical NIC: with an XDP program (XDP_PASS)
+    in driver mode its receive runs in a NAPI poll (veth_poll) and hands every
+    packet to GRO (napi_gro_receive), instead of netif_rx() to a backlog; the
+    sender's end stops offering GSO, so GRO really merges TCP."""
+    import ctypes
+    import struct
+
+    from ovslat.discovery.netlink import set_xdp
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    insns = ctypes.create_string_buffer(_XDP_PASS, len(_XDP_PASS))
+    license_ = ctypes.create_string_buffer(b"GPL")
+    # union bpf_attr for BPF_PROG_LOAD: prog_type, insn_cnt, insns, license
+    attr = struct.pack(
+        "<IIQQ", _BPF_PROG_TYPE_XDP, 2, ctypes.addressof(insns), ctypes.addressof(license_)
+    ) + bytes(96)
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    fd = libc.syscall(_SYS_BPF, _BPF_PROG_LOAD, buf, len(attr))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"loading an XDP_PASS program: {os.strerror(err)}")
+    try:
+        set_xdp(ifname, fd, netns)
+    finally:
+        os.close(fd)  # the device holds the program now
+    # GRO itself is off on a new veth (dev_gro_receive passes every packet on)
+    argv = (sys.executable, "-c", _GRO_ON, ifname)
+    sh(*(("ip", "netns", "exec", netns, *argv) if netns else argv))
+
+
+# ETHTOOL_SGRO through SIOCETHTOOL, in the device's namespace (no ethtool binary needed)
+_GRO_ON = """
+import ctypes, fcntl, socket, struct, sys
+value = ctypes.create_string_buffer(struct.pack("<II", 0x2C, 1))  # ETHTOOL_SGRO, on
+ifreq = struct.pack("16sQ", sys.argv[1].encode(), ctypes.addressof(value)) + bytes(16)
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    fcntl.ioctl(s, 0x8946, ifreq)  # SIOCETHTOOL
+"""
+
+
 @contextlib.contextmanager
-def rps(ifname: str, cpumask: str):
-    """Receive Packet Steering on every RX queue of ifname; restored on exit."""
-    qdir = f"/sys/class/net/{ifname}/queues"
-    paths = [f"{qdir}/{q}/rps_cpus" for q in sorted(os.listdir(qdir)) if q.startswith("rx-")]
-    saved = {}
-    for p in paths:
-        with open(p) as f:
-            saved[p] = f.read().strip()
-        with open(p, "w") as f:
-            f.write(cpumask)
+def rps(ifname: str, cpumask: str, ns: Netns | None = None):
+    """Receive Packet Steering on every RX queue of ifname (in `ns`, whose own
+    sysfs `ip netns exec` mounts); restored on exit."""
+    script = (
+        'cd "/sys/class/net/$1/queues" || exit 1; for q in rx-*; do '
+        'echo "$q $(cat $q/rps_cpus)"; [ -n "$2" ] && echo "$2" > "$q/rps_cpus"; done'
+    )
+
+    def run(*args: str) -> str:
+        argv = ("sh", "-c", script, "rps", *args)
+        return (ns.run(*argv) if ns else sh(*argv)).stdout
+
+    saved = [line.split() for line in run(ifname, cpumask).splitlines()]
     try:
         yield
     finally:
-        for p, v in saved.items():
-            with contextlib.suppress(OSError):  # the device may be gone already
-                with open(p, "w") as f:
-                    f.write(v)
+        for q, mask in saved:
+            restore = f'echo {mask} > "/sys/class/net/$1/queues/{q}/rps_cpus"'
+            argv = ("sh", "-c", restore, "rps", ifname)
+            (ns.run(*argv, check=False) if ns else sh(*argv, check=False))
 
 
 # ---- traffic ----------------------------------------------------------------
+
+_TCP_SERVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(1)
+print("ready", flush=True)
+c, _ = s.accept()
+n = 0
+while True:
+    b = c.recv(1 << 16)
+    if not b:
+        break
+    n += len(b)
+c.close()
+print(n, flush=True)
+"""
+
+_TCP_CLIENT = """
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+left = int(sys.argv[3])
+chunk = b"x" * 65536
+while left > 0:
+    c.sendall(chunk[: min(left, len(chunk))])
+    left -= min(left, len(chunk))
+c.shutdown(socket.SHUT_WR)
+c.recv(1)  # the server's close: every segment arrived
+c.close()
+"""
+
+
+def tcp_transfer(server: Netns, addr: str, port: int, nbytes: int, client: Netns | None = None):
+    """One TCP connection from `client` (None: this namespace) to a server
+    at addr:port in `server`, carrying exactly nbytes, closed by both ends."""
+    srv = subprocess.Popen(
+        server.argv(sys.executable, "-c", _TCP_SERVER, addr, str(port)),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert srv.stdout is not None
+        if srv.stdout.readline().strip() != "ready":
+            raise RuntimeError("the TCP server did not start")
+        argv = [sys.executable, "-c", _TCP_CLIENT, addr, str(port), str(nbytes)]
+        sh(*(client.argv(*argv) if client else argv), timeout=60)
+        got = srv.stdout.readline().strip()
+        if got != str(nbytes):
+            raise RuntimeError(f"the TCP server received {got} bytes, not {nbytes}")
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+        srv.wait()
+
+
+def ip_received(ns: Netns) -> tuple[int, int]:
+    """(IPv4 packets, wire segments) the kernel's IP layer in `ns` received:
+    Ip InReceives counts sk_buffs; the ECN counters (IpExt In*Pkts) count
+    max(1, gso_segs) of each, the segments a GRO-merged skb carries."""
+    snmp = _mib(ns.run("cat", "/proc/net/snmp").stdout)
+    ext = _mib(ns.run("cat", "/proc/net/netstat").stdout)
+    ecn = ("InNoECTPkts", "InECT1Pkts", "InECT0Pkts", "InCEPkts")
+    return snmp["Ip"]["InReceives"], sum(ext["IpExt"][k] for k in ecn)
+
+
+def _mib(text: str) -> dict[str, dict[str, int]]:
+    lines = text.splitlines()
+    out: dict[str, dict[str, int]] = {}
+    for names, values in zip(lines[::2], lines[1::2], strict=True):
+        group, _, keys = names.partition(":")
+        out[group] = dict(zip(keys.split(), map(int, values.split(":")[1].split()), strict=True))
+    return out
+
 
 _UDP_SENDER = """
 import socket, sys, time

@@ -45,6 +45,7 @@ def exact(w: Watch, name: str, n: int) -> dict:
         "enqueued": n,
         "received": n,
         "received_sync": 0,
+        "segments": n,
         "ip_rcv": n,
         "cross_cpu": 0,
         "parse_failures": 0,
@@ -272,7 +273,7 @@ def test_kprobe_program_passes_the_verifier_here():
     from ovslat.engine.program import EngineOptions, compile_only
 
     names = compile_only(KernelInfo.probe(), "kprobe", EngineOptions(debug=True))
-    assert names == ["kprobe_enqueue", "kprobe_receive", "kprobe_ip"]
+    assert names == ["kprobe_enqueue", "kprobe_receive", "kprobe_ip", "kprobe_ip_list"]
 
 
 _BCC_LAYOUT = """
@@ -317,7 +318,6 @@ def test_bcc_compiles_the_abi_of_abi_py():
         "hists": (None, abi.Hist),
         "maxima": (None, abi.Maxima),
         "flows": (None, abi.Flow),
-        "last_rx": (None, abi.LastReceive),
         "hop_marks": (None, abi.HopEntry),
         "hop_hists": (abi.HopKey, abi.Hist),
         "drops": (abi.DropKey, None),

@@ -167,7 +167,8 @@ def hop_slot(src: str, dst: str, sport: int, dport: int, ip_id: int, length: int
     ident = _le32(struct.pack("!H", ip_id) + b"\0\0")
     tot_len = _le32(struct.pack("!H", length) + b"\0\0")
     l4 = _le32(struct.pack("!HH", sport, dport))
-    h = _mix32(_mix32(_mix32(saddr, daddr), (ident << 16 | tot_len) & M32), l4 ^ socket.IPPROTO_UDP)
+    flow_fp = _mix32(_mix32(_mix32(saddr, daddr), (ident << 16 | socket.IPPROTO_UDP) & M32), l4)
+    h = _mix32(flow_fp, tot_len)
     h ^= h >> 16
     h = (h * 0x85EBCA6B) & M32
     h ^= h >> 13

@@ -91,6 +91,7 @@ def test_json_schema():
         "enqueued": 4,
         "received": 4,
         "received_sync": 0,
+        "segments": 0,
         "ip_rcv": 3,
         "cross_cpu": 1,
         "parse_failures": 0,

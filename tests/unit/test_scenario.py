@@ -61,6 +61,12 @@ def test_base_parses_to_what_it_says():
     assert sc.duration_s is None and sc.warmup_s == 0
 
 
+def test_demo_uplink_is_nic_like():
+    hosts = schema.load(REPO / "scenarios" / "demo.yaml").topology.hosts
+    (client,) = (h for h in hosts if not h.pod)
+    assert client.nic and not parse(BASE).topology.hosts[0].nic
+
+
 def test_argv_numbers_become_strings_and_shell_is_explicit():
     sc = parse(
         BASE
@@ -224,6 +230,10 @@ MALFORMED = [
     (
         replace('{interface: "*", enqueued: {eq: 10}}', "{hop: {from: up0}, count: {eq: 1}}"),
         "s.yaml:13: assert[0].hop: missing field 'to'",
+    ),
+    (
+        replace("port: up0}", "port: up0, nic: yes please}"),
+        "s.yaml:5: topology.hosts[0].nic: must be true or false",
     ),
     (
         BASE.split("assert:")[0] + "assert:\n  bad: 1\n",

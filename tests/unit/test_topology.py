@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from ovslat.discovery.topology import Link, OvsInterface, Peer, classify, workload
+from ovslat.discovery.topology import (
+    Link,
+    OvsInterface,
+    Peer,
+    classify,
+    receive_path,
+    workload,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -64,10 +71,17 @@ def test_netdev_datapath():
 
 def test_physical_uplink_without_rps_is_warned():
     rows = [OvsInterface("eth1", "", "eth1", 1), OvsInterface("eth2", "", "eth2", 2)]
-    links = {"eth1": Link("eth1", 4, "", 1500, False), "eth2": Link("eth2", 5, "", 1500, True)}
+    links = {
+        "eth1": Link("eth1", 4, "", 1500, False, napi=True),
+        "eth2": Link("eth2", 5, "", 1500, True, napi=True),
+    }
     m = by_name(classify("br-ex", "", rows, links))
     assert "RPS is off on eth1" in m["eth1"].warning
+    assert "synchronous receives" in m["eth1"].warning
     assert m["eth2"].warning is None
+    assert "synchronous receives" in receive_path(links["eth1"])
+    assert "enqueue_to_backlog" in receive_path(links["eth2"])
+    assert receive_path(Link("v", 6, "veth", 1500, False)).startswith("netif_rx()")
 
 
 def test_dpdk_is_not_measurable():

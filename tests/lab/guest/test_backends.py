@@ -21,14 +21,33 @@ def host_a():
         yield ns
 
 
+@pytest.fixture
+def nics():
+    """Two NIC-like receivers (testbed.nic_like: NAPI + GRO), eth0 in each
+    namespace: the first without RPS (the default), the second with RPS to
+    CPU 3."""
+    with testbed.Netns("na") as na, testbed.Netns("nb") as nb:
+        testbed.veth("ovt-na0", na, "eth0", "198.18.36.1", "198.18.36.2")
+        testbed.veth("ovt-nb0", nb, "eth0", "198.18.37.1", "198.18.37.2")
+        testbed.nic_like("eth0", na.name)
+        testbed.nic_like("eth0", nb.name)
+        with testbed.rps("eth0", "8", nb):
+            yield na, nb
+
+
 @pytest.mark.parametrize(
     "attach, backend", [("kprobe", "kprobe"), ("auto", "fentry"), ("tracepoint", "tracepoint")]
 )
-def test_exact_counts(host_a, attach, backend):
+def test_exact_counts(host_a, nics, attach, backend):
     """S1 -> S2 -> S3 with each backend; auto picks fentry on these kernels.
-    S3 under tracepoints is the netfilter hook, which Linux has from 6.4."""
+    S3 under tracepoints is the netfilter hook, which Linux has from 6.4.
+    In the same run two NIC-like receivers, without and with RPS, get UDP
+    and a TCP transfer GRO merges: exactly what their kernel's IP layer
+    counted (sk_buffs, and the segments in them)."""
     s3 = backend != "tracepoint" or HAS_NETFILTER_LINK
-    with Watch(["-i", "ovt-a0", "--attach", attach], timeout_s=300) as w:
+    na, nb = nics
+    args = ["-i", "ovt-a0", "-i", f"eth0@{na.name}", "-i", f"eth0@{nb.name}"]
+    with Watch([*args, "--attach", attach], timeout_s=300) as w:
         assert w.start["backend"] == backend
         if backend == "tracepoint":
             assert (w.start["s3"] or "").startswith("IPv4 PRE_ROUTING") == s3, w.start
@@ -37,9 +56,32 @@ def test_exact_counts(host_a, attach, backend):
         testbed.send_udp(host_a, "198.18.30.1", UDP_PORT, 200)
         testbed.send_tcp_syn(host_a, "198.18.30.1", UDP_PORT, 20)
         testbed.ping(host_a, "198.18.30.1", 30)
+        truth = {}
+        for ns, addr in ((na, "198.18.36.2"), (nb, "198.18.37.2")):
+            before = testbed.ip_received(ns)
+            testbed.send_udp(None, addr, UDP_PORT, 100)
+            testbed.tcp_transfer(ns, addr, 5001, 1_000_000)
+            after = testbed.ip_received(ns)
+            truth[f"eth0@{ns.name}"] = (after[0] - before[0], after[1] - before[1])
         stage = "ip_rcv" if s3 else "received"
-        w.wait_for(lambda w: w.totals("ovt-a0").get(stage, 0) >= 250, timeout_s=120)
+        w.wait_for(
+            lambda w: w.totals("ovt-a0").get(stage, 0) >= 250
+            and all(
+                w.totals(n).get("received", 0) + w.totals(n).get("received_sync", 0) >= skbs
+                for n, (skbs, _) in truth.items()
+            ),
+            timeout_s=120,
+        )
         summary = w.stop(timeout_s=120)
+    for name, (skbs, segments) in truth.items():
+        c = interface(summary, name)["counters"]
+        assert segments > skbs + 300, (name, skbs, segments)  # GRO merged TCP
+        assert c["segments"] == segments and c["ip_rcv"] == (skbs if s3 else 0), (name, c)
+        assert c["flow_lookup_failures"] == c["dropped"] == c["parse_failures"] == 0, (name, c)
+        if name.endswith(nb.name):  # RPS: through a backlog (tracepoint: S1 at GRO entry)
+            assert c["enqueued"] == c["received"] == skbs and c["received_sync"] == 0, c
+        else:  # no RPS: GRO's lists received in place
+            assert c["received_sync"] == skbs and c["enqueued"] == c["received"] == 0, c
     i = interface(summary, "ovt-a0")
     record(
         {
@@ -54,6 +96,7 @@ def test_exact_counts(host_a, attach, backend):
         "enqueued": 250,
         "received": 250,
         "received_sync": 0,
+        "segments": 250,
         "ip_rcv": 250 if s3 else 0,
         "cross_cpu": 0,
         "parse_failures": 0,
@@ -293,6 +336,7 @@ def test_pods_and_vm_kernel_datapath(attach, backend):
         ovs.add_bridge("br-int")
         testbed.address_port("br-int", "198.18.35.1")
         testbed.veth("ovt-lup", pc, "ovt-luq", None, "198.18.35.2")
+        testbed.nic_like("ovt-lup")  # a default NIC: NAPI + GRO, no RPS
         ovs.add_port("br-int", "ovt-lup", testbed.AS_UPLINK)
         testbed.pod("ovt-lpa", pa, "198.18.35.10")
         testbed.pod("ovt-lpb", pb, "198.18.35.11")
@@ -341,7 +385,9 @@ def test_pods_and_vm_kernel_datapath(attach, backend):
     assert (t["role"], t["workload"]) == ("vm", f"vm:{OPENSTACK['vm-uuid']}")
     assert c["received_sync"] == n_vm and c["enqueued"] == c["received"] == c["ip_rcv"] == 0
     up = interface(summary, "ovt-lup")["counters"]
-    assert up["enqueued"] == up["received"] == n_a + n_b
+    # received in place from GRO's lists (no RPS): still the hops' start
+    assert up["received_sync"] == up["segments"] == n_a + n_b
+    assert up["enqueued"] == up["received"] == 0
     for i in summary["interfaces"]:
         assert i["counters"]["flow_lookup_failures"] == 0, i["name"]
     hops = {(h["from"], h["to"]): h for h in summary["hops"]}
