@@ -679,23 +679,26 @@ static __always_inline void on_receive(void *ctx, void *skb, int list)
 	u64 key = (u64)skb, now, ts, origin_ns;
 
 	dbg_global(POINT_S2, DBG_PROBE_ENTRY);
+	/* Any other receive ends the S2 -> S3 window of the ones before it on
+	 * this CPU. Else a packet that never reached ip_rcv() (dropped as
+	 * PACKET_OTHERHOST, taken by an rx_handler) leaves an entry that a
+	 * later skb at the same, recycled address would match: OVS re-injecting
+	 * that very packet into its bridge port does exactly that, with
+	 * identical headers. A list's receives keep the list's entries, and
+	 * drop an older one at their own address (rx_take). The tracepoint
+	 * backend knows a list receive by its S1 record (below), or for a
+	 * packet it does not track by the NAPI poll in progress. */
 	r = rx.lookup(&zero);
 	if (!r)
 		return;
-		/* Any other receive ends the S2 -> S3 window of the ones before it on
-		 * this CPU. Else a packet that never reached ip_rcv() (dropped as
-		 * PACKET_OTHERHOST, taken by an rx_handler) leaves an entry that a
-		 * later skb at the same, recycled address would match: OVS re-injecting
-		 * that very packet into its bridge port does exactly that, with
-		 * identical headers. A list's receives keep the list's entries, and
-		 * drop an older one at their own address (rx_take). The tracepoint
-		 * backend knows a list receive by its S1 record (below), or for a
-		 * packet it does not track by the NAPI poll in progress. */
 #ifdef BACKEND_TRACEPOINT
 	list = r->in_napi;
 #else
-	if (!list)
+	if (!list) {
 		rx_reset(r);
+		/* its __netif_receive_skb_core() tracepoint is no list receive */
+		r->core_skb = key;
+	}
 #endif
 	iv = iface_of(skb);
 	if (!iv)
@@ -1003,16 +1006,6 @@ RAW_TRACEPOINT_PROBE(netif_receive_skb_exit)
 	return 0;
 }
 
-/* S2 of a receive __netif_receive_skb() announced (its hook saw it first). */
-static __always_inline void announce_receive(void *skb)
-{
-	u32 zero = 0;
-	struct rx_state *r = rx.lookup(&zero);
-
-	if (r)
-		r->core_skb = (u64)skb;
-}
-
 /* __netif_receive_skb_core() of every receive. One __netif_receive_skb() did
  * not announce is a GRO list's (__netif_receive_skb_list_core(): a NIC
  * without RPS): its S2 is here. */
@@ -1063,7 +1056,6 @@ KFUNC_PROBE(enqueue_to_backlog, void *skb, int cpu)
 
 KFUNC_PROBE(__netif_receive_skb, void *skb)
 {
-	announce_receive(skb);
 	on_receive(ctx, skb, 0);
 	return 0;
 }
@@ -1092,7 +1084,6 @@ int kprobe_enqueue(struct pt_regs *ctx, void *skb, int cpu)
 
 int kprobe_receive(struct pt_regs *ctx, void *skb)
 {
-	announce_receive(skb);
 	on_receive(ctx, skb, 0);
 	return 0;
 }
