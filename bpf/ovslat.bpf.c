@@ -952,9 +952,23 @@ int drop_kfree_skb(struct bpf_raw_tracepoint_args *ctx)
 	struct flow *f = flows.lookup(&key);
 	struct drop_key k = {};
 	struct counters *c;
+	struct iface_val *iv;
+	struct pkt p = {};
 
 	if (!f)
 		return 0;
+	/* Only that very packet's free is its drop. A record whose packet left
+	 * unseen (README's tap-RPS limit: S2 never ran for it) stays behind, and
+	 * the next skb at that recycled address may be freed without an S1 that
+	 * replaces it: an untracked packet, or one ip_rcv() drops elsewhere.
+	 * That is no drop of this interface; the record's packet stays in
+	 * flight. Parsed only here, for a tracked address: drops are rare. */
+	iv = iface_of((void *)key);
+	if (!iv || iv->slot != f->slot || parse((void *)key, &p) != PARSE_OK ||
+	    p.flow_fp != f->fingerprint) {
+		flows.delete(&key);
+		return 0;
+	}
 	k.slot = f->slot;
 #ifdef KFREE_SKB_REASON
 	/* enum skb_drop_reason (Linux >= 5.17). Reading an argument the
