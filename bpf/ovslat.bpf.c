@@ -23,11 +23,16 @@
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/in.h>
 #include <uapi/linux/ip.h>
+#include <uapi/linux/in6.h>
+#include <uapi/linux/ipv6.h>
 
 #include "ovslat.h"
 
 BPF_HASH(ifaces, struct iface_key, struct iface_val, MAX_IFACES);
 BPF_ARRAY(config, struct config, 1);
+/* --src-ip / --dst-ip: the networks a packet's address must fall in */
+BPF_LPM_TRIE(src_nets, struct net_key, u8, MAX_NETS);
+BPF_LPM_TRIE(dst_nets, struct net_key, u8, MAX_NETS);
 /* slot MAX_IFACES collects PROBE_ENTRY, which fires before the interface is known */
 BPF_PERCPU_ARRAY(counters, struct counters, MAX_IFACES + 1);
 BPF_PERCPU_ARRAY(hists, struct hist, MAX_IFACES *NSTAGES);
@@ -81,6 +86,13 @@ BPF_PERCPU_ARRAY(budgets, struct budget, 1);
 BPF_ARRAY(zero_hist, struct hist, 1);
 BPF_PERCPU_HASH(hop_maxima, struct hop_key, u64, 2 * MAX_HOPS);
 
+/* IPv6 extension headers walked to the L4 header (net/ipv6.h's names) */
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_AUTH 51
+#define NEXTHDR_DEST 60
+
 #define KREAD(dst, src) bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)(src))
 
 /* struct flow.tentative: how sure S1 is that the packet goes to a backlog */
@@ -108,7 +120,7 @@ static __always_inline void dbg_global(u32 point, u32 id)
 }
 #endif
 
-enum { PARSE_OK = 0, PARSE_NOT_IPV4, PARSE_FAIL };
+enum { PARSE_OK = 0, PARSE_NOT_IP, PARSE_FAIL };
 
 struct pkt {
 	struct pkt_id id;
@@ -125,52 +137,142 @@ static __always_inline u32 mix32(u32 h, u32 v)
 	return (h << 13 | h >> 19) * 5 + 0xE6546B64u;
 }
 
-static __always_inline int parse(void *skb, struct pkt *p)
+/* The L4 header at l4p (the first fragment's only): ports (TCP, UDP), the
+ * TCP sequence and acknowledgement numbers, ICMP / ICMPv6 echo id +
+ * sequence. `l4[2]` holds the acknowledgement number for IPv6 alone (IPv4
+ * has its IP id). */
+static __always_inline int parse_l4(struct pkt *p, void *l4p, u32 proto, int v6)
 {
-	u16 eth_proto = 0;
-	void *data = 0;
-	struct iphdr ip;
-	u32 l4[2] = {};
+	u32 l4[3] = {};
 
-	if (KREAD(eth_proto, skb + OFF_SKB_PROTOCOL) || eth_proto != bpf_htons(ETH_P_IP))
-		return PARSE_NOT_IPV4;
-	/* At S1, S2 and S3 skb->data points at the IP header: eth_type_trans()
-	 * ran before netif_rx()/netif_receive_skb() on every Ethernet path. */
-	if (KREAD(data, skb + OFF_SKB_DATA) || !data)
-		return PARSE_FAIL;
+	if (proto == IPPROTO_TCP) {
+		if (v6 ? KREAD(l4, l4p) : bpf_probe_read_kernel(l4, 8, l4p))
+			return PARSE_FAIL;
+	} else if (proto == IPPROTO_UDP) {
+		if (KREAD(l4[0], l4p))
+			return PARSE_FAIL;
+	} else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
+		if (KREAD(l4[0], l4p + 4)) /* echo id + sequence */
+			return PARSE_FAIL;
+	}
+	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+		p->sport = bpf_ntohs((u16)l4[0]);
+		p->dport = bpf_ntohs((u16)(l4[0] >> 16));
+		p->has_ports = 1;
+	}
+	p->id.l4 = l4[0];
+	p->id.seq = l4[1];
+	p->id.ack = l4[2];
+	return PARSE_OK;
+}
+
+static __always_inline int parse_ipv4(void *data, struct pkt *p)
+{
+	struct iphdr ip;
+
 	if (bpf_probe_read_kernel(&ip, sizeof(ip), data) || ip.version != 4 || ip.ihl < 5)
 		return PARSE_FAIL;
-	p->id.saddr = ip.saddr;
-	p->id.daddr = ip.daddr;
+	p->id.family = 4;
+	p->id.saddr[0] = ip.saddr;
+	p->id.daddr[0] = ip.daddr;
 	p->id.proto = ip.protocol;
 	p->id.ip_id = ip.id;
 	p->id.tot_len = ip.tot_len;
 	/* Only the first fragment carries the L4 header. */
-	if (!(ip.frag_off & bpf_htons(0x1fff))) {
-		void *l4p = data + ip.ihl * 4;
-		if (ip.protocol == IPPROTO_TCP) {
-			if (KREAD(l4, l4p)) /* ports + sequence number */
-				return PARSE_FAIL;
-		} else if (ip.protocol == IPPROTO_UDP) {
-			if (KREAD(l4[0], l4p))
-				return PARSE_FAIL;
-		} else if (ip.protocol == IPPROTO_ICMP) {
-			if (KREAD(l4[0], l4p + 4)) /* echo id + sequence */
-				return PARSE_FAIL;
-		}
-		if (ip.protocol == IPPROTO_TCP || ip.protocol == IPPROTO_UDP) {
-			p->sport = bpf_ntohs((u16)l4[0]);
-			p->dport = bpf_ntohs((u16)(l4[0] >> 16));
-			p->has_ports = 1;
-		}
-	}
-	p->id.l4 = l4[0];
-	p->id.seq = l4[1];
+	if (!(ip.frag_off & bpf_htons(0x1fff)) &&
+	    parse_l4(p, data + ip.ihl * 4, ip.protocol, 0) != PARSE_OK)
+		return PARSE_FAIL;
 	/* A GRO-merged skb keeps its first segment's headers but the merged
 	 * length: the S1 record's fingerprint leaves the length out. */
+	p->flow_fp = mix32(mix32(mix32(ip.saddr, ip.daddr), (u32)ip.id << 16 | ip.protocol),
+			   p->id.l4 ^ p->id.seq);
+	return PARSE_OK;
+}
+
+#define IPV6_EXT_MAX 6 /* extension headers walked to the L4 header, at most */
+
+static __always_inline int parse_ipv6(void *skb, void *data, struct pkt *p)
+{
+	struct ipv6hdr ip6;
+	u32 off = sizeof(ip6), i, h = 0;
+	u8 nexthdr;
+	int first = 1;
+
+	if (bpf_probe_read_kernel(&ip6, sizeof(ip6), data) || ip6.version != 6)
+		return PARSE_FAIL;
+	p->id.family = 6;
+	__builtin_memcpy(p->id.saddr, &ip6.saddr, 16);
+	__builtin_memcpy(p->id.daddr, &ip6.daddr, 16);
+	p->id.ip_id = bpf_ntohl(*(u32 *)&ip6) & 0xfffff; /* the flow label */
+	p->id.tot_len = bpf_htons(bpf_ntohs(ip6.payload_len) + sizeof(ip6));
+	nexthdr = ip6.nexthdr;
+#pragma unroll
+	for (i = 0; i < IPV6_EXT_MAX; i++) {
+		u8 ext[8];
+
+		if (nexthdr != NEXTHDR_HOP && nexthdr != NEXTHDR_ROUTING &&
+		    nexthdr != NEXTHDR_DEST && nexthdr != NEXTHDR_FRAGMENT &&
+		    nexthdr != NEXTHDR_AUTH)
+			break;
+		if (bpf_probe_read_kernel(ext, sizeof(ext), data + off))
+			return PARSE_FAIL;
+		if (nexthdr == NEXTHDR_FRAGMENT) {
+			u32 id;
+
+			__builtin_memcpy(&id, ext + 4, sizeof(id));
+			p->id.ip_id ^= id;
+			/* the fragment offset: the L4 header is in fragment 0 only */
+			if ((ext[2] << 8 | ext[3]) & 0xfff8)
+				first = 0;
+			off += 8;
+		} else if (nexthdr == NEXTHDR_AUTH) {
+			off += (ext[1] + 2) * 4;
+		} else {
+			off += (ext[1] + 1) * 8;
+		}
+		nexthdr = ext[0];
+	}
+	p->id.proto = nexthdr;
+	if (first && parse_l4(p, data + off, nexthdr, 1) != PARSE_OK)
+		return PARSE_FAIL;
+	if (first && nexthdr == IPPROTO_UDP) {
+		/* Datagrams of one flow differ in their payload only: its first 8
+		 * bytes, when the linear area holds them (a paged payload's are
+		 * elsewhere, and read as 0 on every interface alike). */
+		u32 len[2] = {}, pl[2] = {};
+
+		_Static_assert(OFF_SKB_DATA_LEN == OFF_SKB_LEN + 4, "sk_buff: len, data_len");
+		if (!KREAD(len, skb + OFF_SKB_LEN) && len[0] - len[1] >= off + 16 &&
+		    !KREAD(pl, data + off + 8)) {
+			p->id.seq = pl[0];
+			p->id.ack = pl[1];
+		}
+	}
+#pragma unroll
+	for (i = 0; i < 4; i++)
+		h = mix32(mix32(h, p->id.saddr[i]), p->id.daddr[i]);
 	p->flow_fp =
-	    mix32(mix32(mix32(ip.saddr, ip.daddr), (u32)ip.id << 16 | ip.protocol), l4[0] ^ l4[1]);
-	p->fingerprint = mix32(p->flow_fp, ip.tot_len);
+	    mix32(mix32(mix32(h, p->id.ip_id << 8 | nexthdr), p->id.l4 ^ p->id.seq), p->id.ack);
+	return PARSE_OK;
+}
+
+static __always_inline int parse(void *skb, struct pkt *p)
+{
+	u16 eth_proto = 0;
+	void *data = 0;
+	int r;
+
+	if (KREAD(eth_proto, skb + OFF_SKB_PROTOCOL) ||
+	    (eth_proto != bpf_htons(ETH_P_IP) && eth_proto != bpf_htons(ETH_P_IPV6)))
+		return PARSE_NOT_IP;
+	/* At S1, S2 and S3 skb->data points at the IP header: eth_type_trans()
+	 * ran before netif_rx()/netif_receive_skb() on every Ethernet path. */
+	if (KREAD(data, skb + OFF_SKB_DATA) || !data)
+		return PARSE_FAIL;
+	r = eth_proto == bpf_htons(ETH_P_IP) ? parse_ipv4(data, p) : parse_ipv6(skb, data, p);
+	if (r != PARSE_OK)
+		return r;
+	p->fingerprint = mix32(p->flow_fp, p->id.tot_len);
 	return PARSE_OK;
 }
 
@@ -185,10 +287,28 @@ static __always_inline int filtered(struct config *cfg, struct pkt *p, struct co
 		DBG(c, point, DBG_PROTO_FILTER);
 		return 1;
 	}
-	if (((fl & F_SRC_IP) && p->id.saddr != cfg->src_ip) ||
-	    ((fl & F_DST_IP) && p->id.daddr != cfg->dst_ip)) {
+	if ((fl & F_FAMILY) && p->id.family != cfg->family) {
 		DBG(c, point, DBG_IP_FILTER);
 		return 1;
+	}
+	if (fl & (F_SRC_IP | F_DST_IP)) {
+		struct net_key k = {.prefixlen = p->id.family == 6 ? 160 : 64,
+				    .family = p->id.family};
+
+		if (fl & F_SRC_IP) {
+			__builtin_memcpy(k.addr, p->id.saddr, sizeof(k.addr));
+			if (!src_nets.lookup(&k)) {
+				DBG(c, point, DBG_IP_FILTER);
+				return 1;
+			}
+		}
+		if (fl & F_DST_IP) {
+			__builtin_memcpy(k.addr, p->id.daddr, sizeof(k.addr));
+			if (!dst_nets.lookup(&k)) {
+				DBG(c, point, DBG_IP_FILTER);
+				return 1;
+			}
+		}
 	}
 	if ((fl & (F_SRC_PORT | F_DST_PORT)) &&
 	    (!p->has_ports ||
@@ -361,8 +481,15 @@ static __always_inline u32 hop_slot(u32 h)
 
 static __always_inline int same_packet(struct pkt_id *a, struct pkt_id *b)
 {
-	return a->saddr == b->saddr && a->daddr == b->daddr && a->l4 == b->l4 && a->seq == b->seq &&
-	       a->ip_id == b->ip_id && a->tot_len == b->tot_len && a->proto == b->proto;
+	u32 diff = 0;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < 4; i++)
+		diff |= (a->saddr[i] ^ b->saddr[i]) | (a->daddr[i] ^ b->daddr[i]);
+	return !diff && a->l4 == b->l4 && a->seq == b->seq && a->ack == b->ack &&
+	       a->ip_id == b->ip_id && a->tot_len == b->tot_len && a->proto == b->proto &&
+	       a->family == b->family;
 }
 
 /* S1 on `slot`: was this packet just received on another interface? Then
@@ -475,11 +602,12 @@ static __always_inline s64 backlog_len(u32 cpu)
 }
 
 static __always_inline void count_enqueue(struct config *cfg, struct counters *c, u32 slot,
-					  s32 target_cpu, struct flow *f)
+					  s32 target_cpu, struct flow *f, u32 v6)
 {
 	s64 qlen = target_cpu < 0 ? -1 : backlog_len(target_cpu);
 
 	c->enqueued++;
+	c->ipv6_enqueued += v6;
 	if (qlen >= 0) {
 		f->queue_depth = qlen;
 		c->queue_depth_sum += qlen;
@@ -515,6 +643,10 @@ static __always_inline int rps_steers(void *skb)
  * sampled rather than a wrong one. tentative:
  * the hook cannot tell yet whether the packet is enqueued at all. Returns the
  * interface slot, or -1 when the packet is not tracked. */
+/* on_enqueue()'s result: the slot, with this bit for an IPv6 packet (-1:
+ * not tracked) */
+#define ENQ_IPV6 0x10000
+
 static __always_inline s32 on_enqueue(void *ctx, void *skb, s32 target_cpu, u32 tentative)
 {
 	struct iface_val *iv;
@@ -536,7 +668,7 @@ static __always_inline s32 on_enqueue(void *ctx, void *skb, s32 target_cpu, u32 
 	DBG(c, POINT_S1, DBG_HANDLE_ENTRY);
 	DBG(c, POINT_S1, DBG_PARSE_ENTRY);
 	r = parse(skb, &p);
-	if (r == PARSE_NOT_IPV4)
+	if (r == PARSE_NOT_IP)
 		return -1;
 	if (r == PARSE_FAIL) {
 		c->parse_failures++;
@@ -562,11 +694,11 @@ static __always_inline s32 on_enqueue(void *ctx, void *skb, s32 target_cpu, u32 
 	if (tentative == FLOW_TENTATIVE_NAPI && rps_steers(skb))
 		f.tentative = FLOW_NAPI_RPS;
 	if (!tentative)
-		count_enqueue(cfg, c, slot, target_cpu, &f);
+		count_enqueue(cfg, c, slot, target_cpu, &f, p.id.family == 6);
 	u64 key = (u64)skb;
 	flows.update(&key, &f);
 	DBG(c, POINT_S1, DBG_FLOW_CREATE);
-	return slot;
+	return slot | (p.id.family == 6 ? ENQ_IPV6 : 0);
 }
 
 /* netif_receive_skb() either receives in place (synchronously: a tap, a
@@ -728,6 +860,7 @@ static __always_inline void on_receive(void *ctx, void *skb, int list)
 		/* S1 was GRO's entry, and RPS put it in a backlog on the way (no
 		 * tracepoint there: counted now) */
 		c->enqueued++;
+		c->ipv6_enqueued += p.id.family == 6;
 		goto received;
 	}
 	/* S1 was GRO's entry and no RPS: a list receive (GRO may flush it
@@ -754,6 +887,7 @@ static __always_inline void on_receive(void *ctx, void *skb, int list)
 		if (f)
 			flows.delete(&key);
 		c->received_sync++;
+		c->ipv6_received_sync += p.id.family == 6;
 		c->segments += skb_segments(skb);
 		rx_push(r, key, now, arrival.origin_ns, slot, arrival.origin_slot);
 		hop_leave(cfg, &p, slot, now, arrival.origin_ns, arrival.origin_slot);
@@ -787,6 +921,7 @@ received:
 	 * only when that counter moved (engine/collector.py) */
 	record(cfg, slot, STAGE_ENQUEUE_TO_RECEIVE, now - ts);
 	c->received++;
+	c->ipv6_received += p.id.family == 6;
 	c->segments += skb_segments(skb);
 	if (cpu != enqueue_cpu)
 		c->cross_cpu++;
@@ -822,8 +957,8 @@ untracked:
 }
 
 /* S3: runs synchronously inside the S2 call chain on the same CPU (a GRO
- * list's, after every S2 of the list). */
-static __always_inline void on_ip(void *ctx, void *skb)
+ * list's, after every S2 of the list). `v6`: ipv6_rcv() or IPv6's hook. */
+static __always_inline void on_ip(void *ctx, void *skb, int v6)
 {
 	struct last_receive *lr;
 	struct rx_state *r;
@@ -880,6 +1015,7 @@ static __always_inline void on_ip(void *ctx, void *skb)
 	if (lr->origin_slot != slot)
 		record_hop(cfg, lr->origin_slot, slot, HOP_E2E, now - lr->origin_ns);
 	c->ip_rcv++;
+	c->ipv6_ip_rcv += v6;
 	DBG(c, POINT_S3, DBG_LATENCY_SUBMIT);
 #ifndef BACKEND_TRACEPOINT
 	/* The seed summary tool's --threshold reports S2 -> S3 too. Rare (S3
@@ -978,8 +1114,10 @@ int drop_kfree_skb(struct bpf_raw_tracepoint_args *ctx)
 	c = counters.lookup(&k.slot);
 	if (c) {
 		c->dropped++;
-		if (f->tentative >= FLOW_TENTATIVE_NAPI)
+		if (f->tentative >= FLOW_TENTATIVE_NAPI) {
 			c->enqueued++;
+			c->ipv6_enqueued += p.id.family == 6;
+		}
 	}
 	flows.delete(&key);
 	n = drops.lookup(&k);
@@ -1039,10 +1177,11 @@ RAW_TRACEPOINT_PROBE(netif_receive_skb)
 	return 0;
 }
 
-#ifdef HAVE_IP_LIST_RCV
-/* S3 of a GRO list: ip_list_rcv(head, ...) hands IPv4 the list's packets
- * of one device and type, linked through skb->list. */
-static __always_inline void on_ip_list(void *ctx, void *head)
+#if defined(HAVE_IP_LIST_RCV) || defined(HAVE_IPV6_LIST_RCV)
+/* S3 of a GRO list: ip_list_rcv(head, ...) hands IPv4 (ipv6_list_rcv():
+ * IPv6) the list's packets of one device and type, linked through
+ * skb->list. */
+static __always_inline void on_ip_list(void *ctx, void *head, int v6)
 {
 	void *skb = 0;
 	int i;
@@ -1052,7 +1191,7 @@ static __always_inline void on_ip_list(void *ctx, void *head)
 	for (i = 0; i < RX_RING; i++) {
 		if (!skb || skb == head)
 			break;
-		on_ip(ctx, skb);
+		on_ip(ctx, skb, v6);
 		if (KREAD(skb, skb + OFF_SKB_NEXT))
 			break;
 	}
@@ -1076,14 +1215,30 @@ KFUNC_PROBE(__netif_receive_skb, void *skb)
 
 KFUNC_PROBE(ip_rcv, void *skb)
 {
-	on_ip(ctx, skb);
+	on_ip(ctx, skb, 0);
 	return 0;
 }
 
 #ifdef HAVE_IP_LIST_RCV
 KFUNC_PROBE(ip_list_rcv, void *head)
 {
-	on_ip_list(ctx, head);
+	on_ip_list(ctx, head, 0);
+	return 0;
+}
+#endif
+
+#ifdef HAVE_IPV6_RCV
+KFUNC_PROBE(ipv6_rcv, void *skb)
+{
+	on_ip(ctx, skb, 1);
+	return 0;
+}
+#endif
+
+#ifdef HAVE_IPV6_LIST_RCV
+KFUNC_PROBE(ipv6_list_rcv, void *head)
+{
+	on_ip_list(ctx, head, 1);
 	return 0;
 }
 #endif
@@ -1104,14 +1259,28 @@ int kprobe_receive(struct pt_regs *ctx, void *skb)
 
 int kprobe_ip(struct pt_regs *ctx, void *skb)
 {
-	on_ip(ctx, skb);
+	on_ip(ctx, skb, 0);
+	return 0;
+}
+
+int kprobe_ipv6(struct pt_regs *ctx, void *skb)
+{
+	on_ip(ctx, skb, 1);
 	return 0;
 }
 
 #ifdef HAVE_IP_LIST_RCV
 int kprobe_ip_list(struct pt_regs *ctx, void *head)
 {
-	on_ip_list(ctx, head);
+	on_ip_list(ctx, head, 0);
+	return 0;
+}
+#endif
+
+#ifdef HAVE_IPV6_LIST_RCV
+int kprobe_ipv6_list(struct pt_regs *ctx, void *head)
+{
+	on_ip_list(ctx, head, 1);
 	return 0;
 }
 #endif
@@ -1160,11 +1329,13 @@ RAW_TRACEPOINT_PROBE(netif_receive_skb_exit)
 		return 0;
 	/* Not received synchronously: it went to a backlog (RPS). Which CPU's
 	 * is not visible here, so no queue depth sample. */
-	slot = pd->slot[d];
+	slot = pd->slot[d] & (ENQ_IPV6 - 1);
 	pd->skb[d] = 0;
 	c = counters.lookup(&slot);
-	if (c)
+	if (c) {
 		c->enqueued++;
+		c->ipv6_enqueued += !!(pd->slot[d] & ENQ_IPV6);
+	}
 	return 0;
 }
 
@@ -1230,8 +1401,9 @@ int napi_gro_exit(struct bpf_raw_tracepoint_args *ctx)
 }
 
 /* S3 without kprobes: a BPF netfilter program (Linux >= 6.4) at IPv4
- * PRE_ROUTING, which ip_rcv() runs right after validating the header. The
- * context is struct bpf_nf_ctx { state; skb; }. */
+ * PRE_ROUTING, which ip_rcv() runs right after validating the header, and
+ * one at IPv6 PRE_ROUTING (ipv6_rcv()). The context is struct bpf_nf_ctx
+ * { state; skb; }. */
 struct bpf_nf_ctx_mirror {
 	void *state;
 	void *skb;
@@ -1244,7 +1416,16 @@ int netfilter_ip_rcv(struct bpf_nf_ctx_mirror *ctx)
 	void *skb = ctx->skb;
 
 	if (skb)
-		on_ip(ctx, skb);
+		on_ip(ctx, skb, 0);
+	return 1; /* NF_ACCEPT */
+}
+
+int netfilter_ipv6_rcv(struct bpf_nf_ctx_mirror *ctx)
+{
+	void *skb = ctx->skb;
+
+	if (skb)
+		on_ip(ctx, skb, 1);
 	return 1; /* NF_ACCEPT */
 }
 

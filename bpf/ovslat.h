@@ -74,12 +74,22 @@ struct iface_val {
 #define F_HOPS (1 << 5)		/* correlate packets across interfaces (2+ monitored) */
 #define F_THRESHOLD (1 << 6)	/* threshold mode: slow-packet events */
 #define F_PORTS_EITHER (1 << 7) /* a port filter matches either port (the seed tools') */
+#define F_FAMILY (1 << 8)	/* only packets of config.family */
+
+/* Address filters: --src-ip/--dst-ip networks, IPv4 and IPv6 in one longest
+ * prefix match trie each (src_nets, dst_nets). The family leads the key so
+ * that one trie holds both: prefixlen = 32 + the network's prefix length. */
+struct net_key {
+	__u32 prefixlen;
+	__u32 family; /* 4 or 6 */
+	__u32 addr[4];
+};
+#define MAX_NETS 256 /* networks per address filter */
 
 /* One-entry array map written by user space: filters and run-time knobs. */
 struct config {
 	__u32 flags;		/* F_* */
-	__u32 src_ip;		/* network byte order */
-	__u32 dst_ip;		/* network byte order */
+	__u32 family;		/* 4 or 6 when F_FAMILY */
 	__u16 src_port;		/* host byte order */
 	__u16 dst_port;		/* host byte order */
 	__u32 protocol;		/* IPPROTO_* when F_PROTOCOL */
@@ -110,10 +120,16 @@ struct counters {
 	__u64 flow_lookup_failures;
 	__u64 queue_depth_sum;
 	__u64 queue_depth_samples;
-	__u64 slow;		     /* S1 -> S2 above the threshold */
-	__u64 events_suppressed;     /* slow, but over the event rate limit */
-	__u64 dropped;		     /* enqueued, then freed by kfree_skb() before S2 */
-	__u64 hops_lost;	     /* marks left here overwritten before the next S1 (below) */
+	__u64 slow;		 /* S1 -> S2 above the threshold */
+	__u64 events_suppressed; /* slow, but over the event rate limit */
+	__u64 dropped;		 /* enqueued, then freed by kfree_skb() before S2 */
+	__u64 hops_lost;	 /* marks left here overwritten before the next S1 (below) */
+	/* IPv6's share of enqueued, received, received_sync and ip_rcv (IPv4's
+	 * is the rest) */
+	__u64 ipv6_enqueued;
+	__u64 ipv6_received;
+	__u64 ipv6_received_sync;
+	__u64 ipv6_ip_rcv;
 	__u64 debug[NPOINTS * NDBG]; /* [point][counter]; flat: bcc mirrors only 1-D arrays */
 };
 
@@ -155,15 +171,20 @@ struct last_receive {
 /* Per-hop correlation. The same packet is a different sk_buff once OVS's
  * userspace datapath re-injects it, so packets are matched across
  * interfaces by headers OVS does not rewrite. NAT and encapsulation change
- * them: such hops are not seen. */
+ * them: such hops are not seen. IPv6 has no IP id: the flow label, the TCP
+ * sequence and acknowledgement numbers, or a UDP datagram's first 8 payload
+ * bytes tell its packets apart (never a checksum: offload leaves it partial
+ * on one interface and complete on the next). */
 struct pkt_id {
-	__u32 saddr;
-	__u32 daddr;
-	__u32 l4;  /* ports, or ICMP id + sequence */
-	__u32 seq; /* TCP sequence number */
-	__u16 ip_id;
-	__u16 tot_len;
-	__u32 proto;
+	__u32 saddr[4]; /* IPv4: saddr[0], the rest 0 */
+	__u32 daddr[4];
+	__u32 l4;      /* ports, or ICMP / ICMPv6 echo id + sequence */
+	__u32 seq;     /* TCP sequence number; IPv6 UDP: payload bytes 0-3 */
+	__u32 ack;     /* IPv6: TCP acknowledgement number; UDP: payload bytes 4-7 */
+	__u32 ip_id;   /* IPv4 id; IPv6 flow label, xor a fragment header's id */
+	__u16 tot_len; /* IPv4 total length; IPv6 payload length + 40 */
+	__u8 proto;    /* the L4 protocol (IPv6: after the extension headers) */
+	__u8 family;   /* 4 or 6 */
 };
 
 /* A packet seen at S2 on `slot`, waiting for S1 on the next interface. A

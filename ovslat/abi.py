@@ -13,7 +13,8 @@ from __future__ import annotations
 import ctypes
 from enum import IntEnum, IntFlag
 
-u16, u32, s32, u64 = ctypes.c_uint16, ctypes.c_uint32, ctypes.c_int32, ctypes.c_uint64
+u8, u16, u32 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32
+s32, u64 = ctypes.c_int32, ctypes.c_uint64
 
 
 # ---- enums: member names are the C enumerators without their prefix ----------------
@@ -68,6 +69,7 @@ class ConfigFlag(IntFlag):  # struct config.flags, F_*
     HOPS = 1 << 5
     THRESHOLD = 1 << 6
     PORTS_EITHER = 1 << 7  # the seed tools' port filters: either port matches
+    FAMILY = 1 << 8  # only packets of Config.family
 
 
 class IfaceFlag(IntFlag):  # struct iface_val.flags, IFACE_*
@@ -83,6 +85,7 @@ NPOINTS = len(ProbePoint)
 NDBG = len(DebugCounter)
 NBUCKETS = 160
 HOP_SLOTS = 16384
+MAX_NETS = 256  # networks per address filter (src_nets, dst_nets)
 
 # The words used everywhere (C enum, JSON keys, table columns, YAML).
 STAGES = tuple(s.name.lower() for s in Stage)
@@ -101,8 +104,7 @@ class IfaceVal(ctypes.Structure):
 class Config(ctypes.Structure):
     _fields_ = [
         ("flags", u32),
-        ("src_ip", u32),
-        ("dst_ip", u32),
+        ("family", u32),
         ("src_port", u16),
         ("dst_port", u16),
         ("protocol", u32),
@@ -130,6 +132,10 @@ class Counters(ctypes.Structure):
         ("events_suppressed", u64),
         ("dropped", u64),
         ("hops_lost", u64),
+        ("ipv6_enqueued", u64),
+        ("ipv6_received", u64),
+        ("ipv6_received_sync", u64),
+        ("ipv6_ip_rcv", u64),
         ("debug", u64 * (NPOINTS * NDBG)),
     ]
 
@@ -169,15 +175,21 @@ class LastReceive(ctypes.Structure):
     ]
 
 
+class NetKey(ctypes.Structure):
+    _fields_ = [("prefixlen", u32), ("family", u32), ("addr", u32 * 4)]
+
+
 class PktId(ctypes.Structure):
     _fields_ = [
-        ("saddr", u32),
-        ("daddr", u32),
+        ("saddr", u32 * 4),
+        ("daddr", u32 * 4),
         ("l4", u32),
         ("seq", u32),
-        ("ip_id", u16),
+        ("ack", u32),
+        ("ip_id", u32),
         ("tot_len", u16),
-        ("proto", u32),
+        ("proto", u8),
+        ("family", u8),
     ]
 
 
@@ -234,11 +246,12 @@ ENUMS: dict[str, tuple[type[IntEnum], str, str | None]] = {
     "hop_kind": (HopKind, "HOP_", None),
 }
 FLAGS: dict[str, type[IntFlag]] = {"F_": ConfigFlag, "IFACE_": IfaceFlag}
-DEFINES = {"NBUCKETS": NBUCKETS, "HOP_SLOTS": HOP_SLOTS}
+DEFINES = {"NBUCKETS": NBUCKETS, "HOP_SLOTS": HOP_SLOTS, "MAX_NETS": MAX_NETS}
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "iface_key": IfaceKey,
     "iface_val": IfaceVal,
     "config": Config,
+    "net_key": NetKey,
     "counters": Counters,
     "maxima": Maxima,
     "hist": Hist,

@@ -91,11 +91,24 @@ def add_timing(p, interval_help: str, duration_help: str, duration_s: float | No
 
 
 def add_filters(p) -> None:
-    p.add_argument("--src-ip")
-    p.add_argument("--dst-ip")
+    p.add_argument(
+        "--src-ip",
+        action="append",
+        metavar="ADDR[/LEN]",
+        help="source address or network, IPv4 or IPv6; repeat or comma-separate for several",
+    )
+    p.add_argument(
+        "--dst-ip",
+        action="append",
+        metavar="ADDR[/LEN]",
+        help="destination address or network, IPv4 or IPv6; repeat or comma-separate",
+    )
+    p.add_argument("--family", default="all", help="4, 6 or all (default): IPv4, IPv6 or both")
     p.add_argument("--src-port")
     p.add_argument("--dst-port")
-    p.add_argument("--protocol", default="all", help="tcp, udp, icmp or all (default)")
+    p.add_argument(
+        "--protocol", default="all", help="tcp, udp, icmp (IPv4), icmpv6 or all (default)"
+    )
 
 
 def add_engine(p) -> None:
@@ -134,7 +147,9 @@ def add_max_events(p, what: str = "slow-packet events reported") -> None:
 def filters(a):
     from ovslat.model.filters import Filters
 
-    return Filters.parse(a.src_ip, a.dst_ip, a.src_port, a.dst_port, a.protocol)
+    return Filters.parse(
+        a.src_ip, a.dst_ip, a.src_port, a.dst_port, a.protocol, getattr(a, "family", None)
+    )
 
 
 def roles(a) -> frozenset[str]:

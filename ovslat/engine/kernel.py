@@ -18,6 +18,9 @@ HOOKS = ("enqueue_to_backlog", "__netif_receive_skb", "ip_rcv")
 # S3 of a GRO list (a NIC without RPS), under kprobe and fentry; without it
 # those packets' S2 -> S3 is not measured.
 LIST_HOOK = "ip_list_rcv"
+# IPv6's S3 under kprobe and fentry (IPv4's: ip_rcv, LIST_HOOK), each
+# optional: a kernel without IPv6 has neither, and its S3 is IPv4's alone.
+IPV6_HOOK, IPV6_LIST_HOOK = "ipv6_rcv", "ipv6_list_rcv"
 GRO_BATCH = "/proc/sys/net/core/gro_normal_batch"
 RX_RING_MAX = 64
 
@@ -48,6 +51,8 @@ OFFSETS = (
     ("OFF_SKB_NEXT", "sk_buff", "next"),  # skb->list.next too: a GRO list's link
     ("OFF_SKB_END", "sk_buff", "end"),
     ("OFF_SKB_HEAD", "sk_buff", "head"),
+    ("OFF_SKB_LEN", "sk_buff", "len"),  # with data_len: the linear area's length
+    ("OFF_SKB_DATA_LEN", "sk_buff", "data_len"),
     ("OFF_SHINFO_GSO_SEGS", "skb_shared_info", "gso_segs"),
     ("OFF_DEV_IFINDEX", "net_device", "ifindex"),
     ("OFF_DEV_NET", "net_device", "nd_net"),

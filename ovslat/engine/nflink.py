@@ -18,6 +18,7 @@ _SYS_BPF = 321  # x86_64
 _BPF_LINK_CREATE = 28
 _CLONE_NEWNET = 0x40000000
 NFPROTO_IPV4 = 2
+NFPROTO_IPV6 = 10
 NF_INET_PRE_ROUTING = 0
 # NF_IP_PRI_FIRST itself is reserved by the kernel for hooks that must be
 # first; one above it still runs before conntrack, iptables and nftables.
@@ -34,20 +35,25 @@ def _setns(fd: int) -> None:
         raise OSError(e, os.strerror(e))
 
 
-def link_create(prog_fd: int, attach_type: int, netns_path: str | None = None) -> int:
-    """Returns the link fd; closing it detaches the program. Takes the first
-    free priority from PRIORITY_FIRST on (other tools may hold some)."""
+def link_create(
+    prog_fd: int, attach_type: int, netns_path: str | None = None, pf: int = NFPROTO_IPV4
+) -> int:
+    """Returns the link fd of `pf`'s (NFPROTO_*) PRE_ROUTING hook; closing it
+    detaches the program. Takes the first free priority from PRIORITY_FIRST
+    on (other tools may hold some)."""
     priority = PRIORITY_FIRST
     while True:
         try:
-            return _link_create(prog_fd, attach_type, netns_path, priority)
+            return _link_create(prog_fd, attach_type, netns_path, priority, pf)
         except OSError as e:
             if e.errno != errno.EBUSY or priority == PRIORITY_FIRST + PRIORITY_TRIES - 1:
                 raise
             priority += 1
 
 
-def _link_create(prog_fd: int, attach_type: int, netns_path: str | None, priority: int) -> int:
+def _link_create(
+    prog_fd: int, attach_type: int, netns_path: str | None, priority: int, pf: int
+) -> int:
     # union bpf_attr, BPF_LINK_CREATE: prog_fd, target_fd, attach_type, flags,
     # then netfilter { pf, hooknum, priority, flags }.
     attr = struct.pack(
@@ -56,7 +62,7 @@ def _link_create(prog_fd: int, attach_type: int, netns_path: str | None, priorit
         0,
         attach_type,
         0,
-        NFPROTO_IPV4,
+        pf,
         NF_INET_PRE_ROUTING,
         priority,
         0,

@@ -10,6 +10,7 @@ import socket
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from bcc import BPF
 
@@ -20,6 +21,8 @@ from ovslat.engine import headers, nflink
 from ovslat.engine.btf import BtfError
 from ovslat.engine.kernel import (
     HOOKS,
+    IPV6_HOOK,
+    IPV6_LIST_HOOK,
     LIST_HOOK,
     KernelInfo,
     gro_normal_batch,
@@ -37,10 +40,12 @@ _KPROBE_FN = dict(zip(HOOKS, ("kprobe_enqueue", "kprobe_receive", "kprobe_ip"), 
 
 # What S3 means under each backend; shown by README and the reports.
 S3_MEANING = {
-    "fentry": "ip_rcv() entry (fentry), ip_list_rcv() entry for a GRO list",
-    "kprobe": "ip_rcv() entry (kprobe), ip_list_rcv() entry for a GRO list",
-    "tracepoint": "IPv4 PRE_ROUTING netfilter hook inside ip_rcv()/ip_list_rcv() "
-    "(BPF netfilter link)",
+    "fentry": "IPv4: ip_rcv() entry (fentry), ip_list_rcv() for a GRO list; "
+    "IPv6: ipv6_rcv(), ipv6_list_rcv()",
+    "kprobe": "IPv4: ip_rcv() entry (kprobe), ip_list_rcv() for a GRO list; "
+    "IPv6: ipv6_rcv(), ipv6_list_rcv()",
+    "tracepoint": "IPv4: PRE_ROUTING netfilter hook inside ip_rcv()/ip_list_rcv(); "
+    "IPv6: PRE_ROUTING inside ipv6_rcv()/ipv6_list_rcv() (BPF netfilter links)",
 }
 # What S1 means: kprobe and fentry hook enqueue_to_backlog() itself; the
 # tracepoint backend has no tracepoint there on a NIC's GRO path.
@@ -170,6 +175,9 @@ def cflags(kernel: KernelInfo, backend: str, o: EngineOptions) -> list[str]:
     flags.append(f"-DRX_RING={rx_ring(gro_normal_batch())}")
     if has_list_hook(kernel, backend):
         flags.append("-DHAVE_IP_LIST_RCV")
+    for hook, define, _ in _IPV6_HOOKS:
+        if has_list_hook(kernel, backend, hook):
+            flags.append(f"-D{define}")
     gro = kernel.btf.enum_names("gro_result")
     by_name = {v: k for k, v in gro.items()}
     for result in ("GRO_MERGED", "GRO_MERGED_FREE", "GRO_CONSUMED"):
@@ -182,14 +190,21 @@ def cflags(kernel: KernelInfo, backend: str, o: EngineOptions) -> list[str]:
     return flags
 
 
-def has_list_hook(kernel: KernelInfo, backend: str) -> bool:
-    """ip_list_rcv() can be hooked: a kernel symbol (kprobe), a BTF function
-    under its own name (fentry)."""
+def has_list_hook(kernel: KernelInfo, backend: str, hook: str = LIST_HOOK) -> bool:
+    """`hook` (ip_list_rcv(), or one of IPv6's) can be hooked: a kernel
+    symbol (kprobe), a BTF function under its own name (fentry)."""
     if backend == "kprobe":
-        return LIST_HOOK in kernel.kallsyms
+        return hook in kernel.kallsyms
     if backend == "fentry":
-        return LIST_HOOK in kernel.kallsyms and kernel.btf.has_func(LIST_HOOK)
+        return hook in kernel.kallsyms and kernel.btf.has_func(hook)
     return False
+
+
+# IPv6's S3 under kprobe/fentry: (hook, -D flag, kprobe function)
+_IPV6_HOOKS = (
+    (IPV6_HOOK, "HAVE_IPV6_RCV", "kprobe_ipv6"),
+    (IPV6_LIST_HOOK, "HAVE_IPV6_LIST_RCV", "kprobe_ipv6_list"),
+)
 
 
 class Program:
@@ -205,8 +220,9 @@ class Program:
         self.napi = backend != "tracepoint"  # a NAPI device's receive is seen
         self._learning = False  # napi_poll attached, learning softnet_data
         self._drop_reasons = (kernel.btf.tracepoint_args("kfree_skb") or 0) >= 3
-        self._links: dict[int, int] = {}  # netns inode -> netfilter link fd
-        self._nf_fn = None
+        # netns inode -> its netfilter link fds (IPv4's, IPv6's)
+        self._links: dict[int, list[int]] = {}
+        self._nf_fns: list[tuple[int, Any]] = []  # (NFPROTO_*, loaded program)
         self._epoch = 0
         self.bpf = self._compile_and_attach()
         self._ifaces = self.bpf["ifaces"]
@@ -253,6 +269,9 @@ class Program:
                         b.attach_kprobe(event=symbol.encode(), fn_name=fn.encode())
                     if has_list_hook(self.kernel, "kprobe"):
                         b.attach_kprobe(event=LIST_HOOK.encode(), fn_name=b"kprobe_ip_list")
+                    for hook, _, fn in _IPV6_HOOKS:
+                        if has_list_hook(self.kernel, "kprobe", hook):
+                            b.attach_kprobe(event=hook.encode(), fn_name=fn.encode())
             except Exception as e:  # bcc raises bare Exception for load/attach failures
                 failure = str(e).strip()
                 if b is not None:
@@ -275,6 +294,13 @@ class Program:
                 f"S2 -> S3 of GRO lists (a NIC without RPS) not measured: no {LIST_HOOK}() "
                 f"to hook with {self.backend}"
             )
+        if self.backend != "tracepoint":
+            for hook, _, _ in _IPV6_HOOKS:
+                if not has_list_hook(self.kernel, self.backend, hook):
+                    self.notes.append(
+                        f"IPv6 S3 not measured{' for GRO lists' if 'list' in hook else ''}: "
+                        f"no {hook}() to hook with {self.backend} (a kernel without IPv6)"
+                    )
         self._attach_optional(b)
         if self.backend == "tracepoint":
             self._attach_napi(b)
@@ -348,11 +374,15 @@ class Program:
             return
         with _captured_stderr():
             try:
-                self._nf_fn = b.load_func(
-                    b"netfilter_ip_rcv", prog_type, attach_type=self._nf_attach_type
-                )
+                for pf, fn in (
+                    (nflink.NFPROTO_IPV4, b"netfilter_ip_rcv"),
+                    (nflink.NFPROTO_IPV6, b"netfilter_ipv6_rcv"),
+                ):
+                    loaded = b.load_func(fn, prog_type, attach_type=self._nf_attach_type)
+                    self._nf_fns.append((pf, loaded))
             except Exception as e:
                 self.s3 = None
+                self._nf_fns = []
                 self.notes.append(f"S3 unavailable: netfilter program did not load ({e})")
 
     # ---- run-time settings --------------------------------------------
@@ -369,7 +399,19 @@ class Program:
         cfg.backlog_poll_fn = self.kernel.kallsyms.get("process_backlog", 0)
         t[t.Key(0)] = cfg
 
-    def set_filters(self, values: dict[str, int]) -> None:
+    def set_filters(
+        self, values: dict[str, int], nets: dict[str, list[tuple[int, int, bytes]]] | None = None
+    ) -> None:
+        """struct config's filter fields, and the address tries' networks:
+        map name -> [(family, prefix length, address bytes)]."""
+        for name, entries in (nets or {}).items():
+            t = self.bpf[name]
+            t.clear()
+            for family, plen, addr in entries:
+                k = t.Key()
+                k.prefixlen, k.family = 32 + plen, family
+                ctypes.memmove(ctypes.addressof(k.addr), addr, 16)
+                t[k] = ctypes.c_uint8(1)
         self._config_values = dict(values)
         self._write_config()
 
@@ -447,13 +489,16 @@ class Program:
         k = self._ifaces.Key(iface.netns_inode, iface.ifindex)
         flags = IfaceFlag.NO_RPS if iface.rps is False else 0
         self._ifaces[k] = self._ifaces.Leaf(iface.slot, flags)
-        if self._nf_fn is not None and iface.netns_inode not in self._links:
-            try:
-                self._links[iface.netns_inode] = nflink.link_create(
-                    self._nf_fn.fd, self._nf_attach_type, iface.ns_path
-                )
-            except OSError as e:
-                self.notes.append(f"S3 unavailable in {iface.netns or 'this netns'}: {e}")
+        if self._nf_fns and iface.netns_inode not in self._links:
+            links = self._links[iface.netns_inode] = []
+            for pf, fn in self._nf_fns:
+                try:
+                    links.append(nflink.link_create(fn.fd, self._nf_attach_type, iface.ns_path, pf))
+                except OSError as e:
+                    family = "IPv6 " if pf == nflink.NFPROTO_IPV6 else ""
+                    self.notes.append(
+                        f"{family}S3 unavailable in {iface.netns or 'this netns'}: {e}"
+                    )
 
     def remove_interface(self, iface: Interface) -> None:
         with contextlib.suppress(KeyError):
@@ -587,7 +632,7 @@ class Program:
         return not self._learning
 
     def close(self) -> None:
-        for fd in self._links.values():
+        for fd in (fd for fds in self._links.values() for fd in fds):
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._links.clear()
@@ -635,6 +680,7 @@ def compile_only(kernel: KernelInfo, backend: str, opts: EngineOptions) -> list[
     names = {"kprobe": list(_KPROBE_FN.values())}[backend]
     if has_list_hook(kernel, backend):
         names.append("kprobe_ip_list")
+    names += [fn for hook, _, fn in _IPV6_HOOKS if has_list_hook(kernel, backend, hook)]
     with _captured_stderr():
         b = BPF(src_file=str(SOURCE).encode(), cflags=cflags(kernel, backend, opts))
         try:

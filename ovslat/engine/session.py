@@ -26,8 +26,9 @@ from ovslat.model.snapshot import Snapshot
 
 MAX_MAP_BYTES = 1 << 30  # pinned kernel memory ovslat allows itself at most
 HOP_MATCHING = (
-    "packets are matched across interfaces by IPv4 headers OVS does not rewrite (addresses, "
-    "protocol, IP id, length, ports + TCP sequence or ICMP id + sequence): a hop across NAT or "
+    "packets are matched across interfaces by IP headers OVS does not rewrite (addresses, "
+    "protocol, length, ports + TCP sequence or ICMP id + sequence; IPv4's IP id; IPv6's flow "
+    "label, TCP acknowledgement or a UDP datagram's first 8 payload bytes): a hop across NAT or "
     "encapsulation is not seen"
 )
 
@@ -232,7 +233,7 @@ class Session:
                 EngineOptions(o.backend, self.slots, o.max_flows, o.debug, max_hops(self.slots)),
             )
             opened.callback(self.program.close)
-            self.program.set_filters(o.filters.config_fields())
+            self.program.set_filters(o.filters.config_fields(), o.filters.net_keys())
             self.collector = Collector(self.program, interfaces)
             self._opened = opened.pop_all()
         self.context: dict[str, Any] = {

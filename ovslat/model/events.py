@@ -10,7 +10,12 @@ from dataclasses import dataclass
 
 from ovslat.abi import THRESHOLD_STAGES, ThresholdStage
 
-PROTOCOL_NAMES = {socket.IPPROTO_TCP: "TCP", socket.IPPROTO_UDP: "UDP", socket.IPPROTO_ICMP: "ICMP"}
+PROTOCOL_NAMES = {
+    socket.IPPROTO_TCP: "TCP",
+    socket.IPPROTO_UDP: "UDP",
+    socket.IPPROTO_ICMP: "ICMP",
+    socket.IPPROTO_ICMPV6: "ICMPv6",
+}
 QUEUE_BUILDUP = 32  # packets ahead in the backlog that point at arrivals outrunning softirq
 NOT_SAMPLED = 0xFFFFFFFF
 
@@ -51,8 +56,13 @@ class SlowEvent:
         return diagnose(self)
 
 
-def _ip(be32: int) -> str:
-    return str(ipaddress.IPv4Address(be32.to_bytes(4, "little")))
+def _ip(words, family: int) -> str:
+    """struct pkt_id's address (4 little-endian words holding the network-order
+    bytes; IPv4 in the first)."""
+    raw = b"".join(int(w).to_bytes(4, "little") for w in words)
+    if family == 6:
+        return str(ipaddress.IPv6Address(raw))
+    return str(ipaddress.IPv4Address(raw[:4]))
 
 
 def from_raw(
@@ -74,8 +84,8 @@ def from_raw(
         latency_ns=raw.ts_receive_ns - raw.ts_enqueue_ns,
         threshold_ns=threshold_ns,
         protocol=PROTOCOL_NAMES.get(proto, str(proto)),
-        src=_ip(raw.id.saddr),
-        dst=_ip(raw.id.daddr),
+        src=_ip(raw.id.saddr, raw.id.family),
+        dst=_ip(raw.id.daddr, raw.id.family),
         sport=raw.sport if ports else None,
         dport=raw.dport if ports else None,
         enqueue_cpu=raw.enqueue_cpu,

@@ -18,6 +18,10 @@ DEBUG_COUNTERS = tuple(c.name for c in DebugCounter)
 DEBUG_POINTS = ("STAGE1_enqueue_to_backlog", "STAGE2___netif_receive_skb", "STAGE3_ip_rcv")
 
 
+# The counters split per address family (struct counters' ipv6_* fields).
+FAMILY_COUNTERS = ("enqueued", "received", "received_sync", "ip_rcv")
+
+
 @dataclass(frozen=True)
 class Counters:
     enqueued: int = 0
@@ -35,6 +39,11 @@ class Counters:
     events_suppressed: int = 0  # slow, but over --max-events-per-sec
     dropped: int = 0  # enqueued, then freed before S2
     hops_lost: int = 0  # hop marks left here overwritten before the next interface's S1
+    # IPv6's share of the four stage counters (IPv4's: the rest); `families`
+    ipv6_enqueued: int = 0
+    ipv6_received: int = 0
+    ipv6_received_sync: int = 0
+    ipv6_ip_rcv: int = 0
 
     def __sub__(self, older: Counters) -> Counters:
         vals = {f.name: getattr(self, f.name) - getattr(older, f.name) for f in fields(self)}
@@ -48,8 +57,16 @@ class Counters:
 
     def as_dict(self) -> dict[str, int]:
         return {
-            f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("queue_")
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if not f.name.startswith(("queue_", "ipv6_"))
         }
+
+    def families(self) -> dict[str, dict[str, int]]:
+        """The stage counters per address family: {"ipv4": {...}, "ipv6": {...}}."""
+        v6 = {name: getattr(self, f"ipv6_{name}") for name in FAMILY_COUNTERS}
+        v4 = {name: getattr(self, name) - v6[name] for name in FAMILY_COUNTERS}
+        return {"ipv4": v4, "ipv6": v6}
 
     @property
     def in_flight(self) -> int:

@@ -56,6 +56,7 @@ def interface_json(st: InterfaceStats, queue_depth_source: str) -> dict:
         "workload": i.workload or None,
         "gone": st.gone,
         "counters": c.as_dict(),
+        "families": c.families(),
         "in_flight": c.in_flight,
         "drops": dict(st.drops),
         "queue_depth": {

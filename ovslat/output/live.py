@@ -295,7 +295,7 @@ def table(
         ("ovslat ", "bold"),
         f"backend {context['backend']}  ",
         (f"sort {sort}  ", "bold"),  # before the filters, which can be long
-        f"filters {Filters(**context['filters']).describe()}  ",
+        f"filters {Filters.from_dict(context['filters']).describe()}  ",
         f"interval {snap.duration_s:.1f}s  uptime {uptime_s:.0f}s  ",
         ("probe cost " + (f"{cost:.0f} ns/pkt" if cost else "n/a (bpf_stats off)"), "dim"),
     )

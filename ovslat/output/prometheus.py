@@ -24,7 +24,7 @@ from prometheus_client.utils import floatToGoString
 
 from ovslat.errors import UserError
 from ovslat.model.histogram import NBUCKETS, Histogram, bucket_bounds
-from ovslat.model.snapshot import STAGES, Interface, InterfaceStats, Snapshot
+from ovslat.model.snapshot import FAMILY_COUNTERS, STAGES, Interface, InterfaceStats, Snapshot
 
 DEFAULT_LISTEN = "127.0.0.1:9433"
 # Exposed `le` bounds are kernel bucket edges (so every cumulative count is
@@ -227,7 +227,19 @@ class Exposition(Collector):
                 for stage in STAGES
             ],
         )
+        families = {s: st.counters.families() for s, st in live.items()}
         for name, doc in COUNTERS:
+            if name in FAMILY_COUNTERS:  # per address family: sum by without (family)
+                yield _counter(
+                    f"ovslat_{name}",
+                    doc + "; family: ipv4 or ipv6",
+                    [
+                        ({**labels[s], "family": fam}, by_family[name])
+                        for s in live
+                        for fam, by_family in families[s].items()
+                    ],
+                )
+                continue
             yield _counter(
                 f"ovslat_{name}",
                 doc,
@@ -295,7 +307,7 @@ COUNTERS = (
     ("received", "packets dequeued by __netif_receive_skb (S2)"),
     ("ip_rcv", "packets that reached ip_rcv (S3)"),
     ("cross_cpu", "packets received on another CPU than they were enqueued on"),
-    ("parse_failures", "packets whose IPv4 header could not be read"),
+    ("parse_failures", "packets whose IP header could not be read"),
     (
         "received_sync",
         "packets received in place by netif_receive_skb(), without a backlog (no S1)",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ovslat.errors import UserError
 from ovslat.model import events
+from ovslat.model.filters import Filters
 from ovslat.model.histogram import latency_figures
 from ovslat.model.snapshot import Snapshot
 from ovslat.output import jsonl, plots
@@ -180,8 +181,7 @@ def markdown(saved: SavedRun, outcomes: list[Outcome], plot_files: list[str], ok
         f"measured {total.duration_s if total else 0:.1f} s"
         + (f" after a {run['warmup_s']:g} s warm-up" if run.get("warmup_s") else ""),
         f"- backend: {start.get('backend')}; S3: {start.get('s3') or 'not available'}",
-        "- filters: "
-        + (", ".join(f"{k}={v}" for k, v in start.get("filters", {}).items() if v is not None)),
+        "- filters: " + Filters.from_dict(start.get("filters") or {}).describe(),
         "",
         "## Interfaces",
         "",

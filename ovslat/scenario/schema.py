@@ -232,6 +232,13 @@ def _parse_yaml(text: str, err: _Errors) -> _Y:
 # ---- typed fields ----------------------------------------------------------------
 
 
+def _scalars(y: _Y):
+    """A scalar's text, or a list of them (src_ip: [a, b])."""
+    if isinstance(y.value, list):
+        return [str(i.value) for i in y.value]
+    return str(y.value)
+
+
 class _Fields:
     """Reads one mapping's fields, each checked, with the file:line of the value."""
 
@@ -593,9 +600,9 @@ def parse(text: str, path: Path) -> Scenario:
 
     filters = Filters()
     if f.has("filters"):
-        keys = ("src_ip", "dst_ip", "src_port", "dst_port", "protocol")
+        keys = ("src_ip", "dst_ip", "family", "src_port", "dst_port", "protocol")
         ff = _Fields(f.need("filters"), err, keys, "filters")
-        raw = {k: (str(ff.need(k).value) if ff.has(k) else None) for k in keys}
+        raw = {k: (_scalars(ff.need(k)) if ff.has(k) else None) for k in keys}
         try:
             filters = Filters.parse(
                 raw["src_ip"],
@@ -603,6 +610,7 @@ def parse(text: str, path: Path) -> Scenario:
                 raw["src_port"],
                 raw["dst_port"],
                 raw["protocol"] or "all",
+                raw["family"],
             )
         except UserError as e:
             bad = next(

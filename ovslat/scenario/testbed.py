@@ -88,6 +88,33 @@ def _no_ipv6(ifname: str, netns: str | None = None) -> None:
     sysctl(f"net.ipv6.conf.{ifname}.disable_ipv6", "1", netns)
 
 
+def ipv6(ifname: str, addr: str | None = None, ns: Netns | None = None, prefix: int = 64) -> None:
+    """IPv6 on an interface the testbed made (IPv6 off), for a test about it:
+    no DAD and no router solicitations (packets nobody sent on purpose, and
+    DAD would hold the address back); `addr` (2001:2::/48) added if given.
+    MLD reports for its multicast groups remain: ICMPv6, which the tests'
+    filters leave out or count."""
+    netns = ns.name if ns else None
+    for key, value in (("accept_dad", "0"), ("router_solicitations", "0"), ("accept_ra", "0")):
+        sysctl(f"net.ipv6.conf.{ifname}.{key}", value, netns)
+    sysctl(f"net.ipv6.conf.{ifname}.disable_ipv6", "0", netns)
+    if addr:
+        _run(ns, "ip", "-6", "addr", "add", f"{addr}/{prefix}", "dev", ifname, "nodad")
+
+
+def neighbour(ifname: str, addr: str, mac: str, ns: Netns | None = None) -> None:
+    """A permanent neighbour entry: no ARP or neighbour discovery for `addr`,
+    so a test's packets are the only ones (an IPv6 test's exact counts)."""
+    _run(ns, "ip", "neigh", "replace", addr, "lladdr", mac, "dev", ifname, "nud", "permanent")
+
+
+def _run(ns: Netns | None, *argv: str) -> None:
+    if ns:
+        ns.run(*argv)
+    else:
+        sh(*argv)
+
+
 def veth(
     root_name: str,
     ns: Netns,
@@ -212,7 +239,8 @@ def rps(ifname: str, cpumask: str, ns: Netns | None = None):
 
 _TCP_SERVER = """
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2])))
 s.listen(1)
@@ -265,6 +293,16 @@ def tcp_transfer(server: Netns, addr: str, port: int, nbytes: int, client: Netns
         srv.wait()
 
 
+def ip6_received(ns: Netns) -> int:
+    """IPv6 packets (sk_buffs) the kernel's IPv6 layer in `ns` received:
+    Ip6InReceives."""
+    for line in ns.run("cat", "/proc/net/snmp6").stdout.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "Ip6InReceives":
+            return int(value)
+    raise RuntimeError("no Ip6InReceives in /proc/net/snmp6")
+
+
 def ip_received(ns: Netns) -> tuple[int, int]:
     """(IPv4 packets, wire segments) the kernel's IP layer in `ns` received:
     Ip InReceives counts sk_buffs; the ECN counters (IpExt In*Pkts) count
@@ -287,14 +325,16 @@ def _mib(text: str) -> dict[str, dict[str, int]]:
 _UDP_SENDER = """
 import socket, sys, time
 dst, port, count, sport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+v6 = ":" in dst
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
 if sport:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", sport))
+    s.bind(("::" if v6 else "0.0.0.0", sport))
 paced = sys.argv[5] == "1"
-payload = b"x" * 32
 for i in range(count):
-    s.sendto(payload, (dst, port))
+    # a sequence number leads the payload, as in most real datagrams (DNS id,
+    # RTP sequence): IPv6 has no IP id, and this tells its datagrams apart
+    s.sendto(i.to_bytes(8, "big") + b"x" * 24, (dst, port))
     if paced and i % 200 == 199:
         time.sleep(0.001)  # let a steered-to CPU drain its backlog: no drops
 """
@@ -316,11 +356,11 @@ _PACED_SENDER = """
 import socket, sys, time
 dst, port, pps, duration = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 limit = int(sys.argv[5]) if len(sys.argv) > 5 else 0
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_DGRAM)
 start = time.monotonic()
 n = 0
 while time.monotonic() - start < duration and not (limit and n >= limit):
-    s.sendto(b"x" * 64, (dst, port))
+    s.sendto(n.to_bytes(8, "big") + b"x" * 56, (dst, port))
     n += 1
     ahead = n / pps - (time.monotonic() - start)
     if ahead > 0:
@@ -374,8 +414,8 @@ def send_udp(
     cpu: int | None = None,
     paced: bool = True,
 ) -> None:
-    """Exactly `count` IPv4 UDP datagrams (32-byte payload) from `ns` (None:
-    this namespace) to dst:port.
+    """Exactly `count` UDP datagrams (32-byte payload) from `ns` (None:
+    this namespace) to dst:port, IPv4 or IPv6 as dst is.
     With no listener the target answers ICMP port unreachable, which travels the
     other way. cpu pins the sender, so RPS tests know where packets start.
     paced=False sends back to back, to overflow a backlog on purpose."""
@@ -463,13 +503,13 @@ def send_tcp_syn(ns: Netns, dst: str, port: int, count: int) -> None:
     ns.run(sys.executable, "-c", _SYN_SENDER, dst, str(port), str(count))
 
 
-def ping(ns: Netns, dst: str, count: int, interval: float = 0.01) -> int:
-    """Exactly `count` ICMP echo requests from ns to dst; returns the replies
-    received (waiting up to 5 s for late ones). The first one may be preceded
-    by ARP, which is not IPv4."""
-    r = ns.run(
-        "ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", "5", dst, check=False
-    )
+def ping(ns: Netns | None, dst: str, count: int, interval: float = 0.01) -> int:
+    """Exactly `count` ICMP (ICMPv6 to an IPv6 dst) echo requests from ns
+    (None: this namespace) to dst; returns the replies received (waiting up
+    to 5 s for late ones). The first one may be preceded by ARP or neighbour
+    discovery."""
+    argv = ("ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", "5", dst)
+    r = ns.run(*argv, check=False) if ns else sh(*argv, check=False)
     for line in r.stdout.splitlines():
         if "packets transmitted" in line:
             sent, received = (int(part.split()[0]) for part in line.split(",")[:2])

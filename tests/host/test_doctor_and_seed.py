@@ -58,7 +58,7 @@ def test_doctor_on_this_host(auto_backend):
     if not kernel_has_kprobes():
         assert "CONFIG_KPROBES" in found["backend kprobe"] and "kprobe" not in works
     assert "tracepoint" in works  # tracepoints exist on every kernel ovslat supports
-    assert "S3 = IPv4 PRE_ROUTING netfilter hook" in found["backend tracepoint"] or (
+    assert "S3 = IPv4: PRE_ROUTING netfilter hook" in found["backend tracepoint"] or (
         "no S3" in found["backend tracepoint"]
     )
     assert found["backend auto"] == f"OK    backend auto           would pick {works[0]}"

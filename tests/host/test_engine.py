@@ -273,7 +273,14 @@ def test_kprobe_program_passes_the_verifier_here():
     from ovslat.engine.program import EngineOptions, compile_only
 
     names = compile_only(KernelInfo.probe(), "kprobe", EngineOptions(debug=True))
-    assert names == ["kprobe_enqueue", "kprobe_receive", "kprobe_ip", "kprobe_ip_list"]
+    assert names == [
+        "kprobe_enqueue",
+        "kprobe_receive",
+        "kprobe_ip",
+        "kprobe_ip_list",
+        "kprobe_ipv6",
+        "kprobe_ipv6_list",
+    ]
 
 
 _BCC_LAYOUT = """

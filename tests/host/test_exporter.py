@@ -32,7 +32,7 @@ from tests.unit.test_exporter import dashboard_queries
 PROMETHEUS, PROMTOOL = "/usr/bin/prometheus", "/usr/bin/promtool"
 UDP_PORT = 5001
 N = 500
-SERIES_PER_INTERFACE = 77  # docs/fleet.md, 1 bucket per octave, no drops
+SERIES_PER_INTERFACE = 81  # docs/fleet.md, 1 bucket per octave, no drops
 
 
 def netns(label: str) -> testbed.Netns:
@@ -241,18 +241,21 @@ def client():
 @pytest.mark.skipif(not os.path.exists(PROMETHEUS), reason="Debian package prometheus missing")
 def test_prometheus_scrapes_exact_counts(client, auto_backend):
     sel = 'interface="ovx-p0"'
+    v4 = sel + ',family="ipv4"'  # the stage counters are split per address family
     args = ["-i", "ovx-p0", "--protocol", "udp", "--dst-port", str(UDP_PORT), "--interval", "0.5"]
     with Exporter(args) as ex:
         ours = progs_held_by(ex.proc.pid)
         assert len(ours) >= 4 and ours <= bpf_prog_ids()  # S1, S2, S3 hooks + kfree_skb
         with Prometheus(f"127.0.0.1:{ex.port}") as prom:
             # every series exists, at 0, before the first packet
-            prom.wait_value(f"ovslat_enqueued_total{{{sel}}}", 0)
+            prom.wait_value(f"ovslat_enqueued_total{{{v4}}}", 0)
             testbed.send_udp(client, "198.19.77.1", UDP_PORT, N)
-            prom.wait_value(f"ovslat_enqueued_total{{{sel}}}", N)
-            prom.wait_value(f"ovslat_received_total{{{sel}}}", N)
+            prom.wait_value(f"ovslat_enqueued_total{{{v4}}}", N)
+            prom.wait_value(f"ovslat_received_total{{{v4}}}", N)
+            assert prom.value(f"sum without (family) (ovslat_received_total{{{sel}}})") == N
+            assert prom.value(f'ovslat_received_total{{{sel},family="ipv6"}}') == 0
             try:
-                prom.wait_value(f"ovslat_ip_rcv_total{{{sel}}}", N)
+                prom.wait_value(f"ovslat_ip_rcv_total{{{v4}}}", N)
             except AssertionError as e:
                 # seen while another ovslat ran on this host (an engine issue, not export's)
                 others = [p["name"] for p in bpf_progs() if p["type"] == "netfilter"]
@@ -273,10 +276,11 @@ def test_prometheus_scrapes_exact_counts(client, auto_backend):
                 assert 0 < mean < 1 and 0 < p99 < 1, (stage, mean, p99)
             # labels as documented: interface only (-i, our namespace), stage, le
             assert prom.value(f"count({{{sel}}})") == SERIES_PER_INTERFACE
-            labels = prom.query(f"ovslat_enqueued_total{{{sel}}}")[0]["metric"]
+            labels = prom.query(f"ovslat_enqueued_total{{{v4}}}")[0]["metric"]
             assert labels == {
                 "__name__": "ovslat_enqueued_total",
                 "interface": "ovx-p0",
+                "family": "ipv4",
                 "instance": f"127.0.0.1:{ex.port}",
                 "job": "ovslat",
             }
@@ -292,7 +296,11 @@ def test_prometheus_scrapes_exact_counts(client, auto_backend):
         samples = check_exposition(
             ex.scrape(), ex.scrape("application/openmetrics-text; version=1.0.0")
         )
-        got = {s.name: s.value for s in samples if s.labels == {"interface": "ovx-p0"}}
+        got = {
+            s.name: s.value
+            for s in samples
+            if s.labels == {"interface": "ovx-p0", "family": "ipv4"}
+        }
         assert got["ovslat_enqueued_total"] == got["ovslat_ip_rcv_total"] == N
         assert ex.stop(signal.SIGTERM) == 0, ex.stderr
     left = programs_left(ovslat_prog_ids() - ours) & ours
@@ -325,6 +333,7 @@ def test_bridge_followed_through_ovsdb():
             text = ex.scrape()
             assert info_labels(text, "ovx-u0") == {
                 "interface": "ovx-u0",
+                "family": "ipv4",
                 "role": "uplink",
                 "bridge": br,
                 "datapath": "netdev",
@@ -337,10 +346,10 @@ def test_bridge_followed_through_ovsdb():
 
             testbed.wait_until(lambda: transit() == 20, 10, "20 transits")
             text = ex.scrape()
-            assert value(text, "ovslat_enqueued_total", interface="ovx-u0") == 20
+            assert value(text, "ovslat_enqueued_total", family="ipv4", interface="ovx-u0") == 20
             # the tap without RPS receives synchronously: 20 receives without S1
-            assert value(text, "ovslat_received_sync_total", interface=br) == 20
-            assert value(text, "ovslat_ip_rcv_total", interface=br) == 20
+            assert value(text, "ovslat_received_sync_total", family="ipv4", interface=br) == 20
+            assert value(text, "ovslat_ip_rcv_total", family="ipv4", interface=br) == 20
             assert value(text, "ovslat_flow_lookup_failures_total", interface=br) == 0
 
             changed = time.monotonic()
@@ -356,7 +365,7 @@ def test_bridge_followed_through_ovsdb():
             text = ex.scrape()
             samples = check_exposition(text, ex.scrape("application/openmetrics-text"))
             assert not [s for s in samples if "ovx-u0" in s.labels.values()]  # hops too
-            assert value(text, "ovslat_received_sync_total", interface=br) == 20
+            assert value(text, "ovslat_received_sync_total", family="ipv4", interface=br) == 20
             assert value(text, "ovslat_interfaces") == 2
             assert ex.stop(signal.SIGINT) == 0, ex.stderr
         assert any("ovx-u0 removed" in line for line in ex.stderr), ex.stderr
@@ -376,6 +385,10 @@ def value(text: str, name: str, **labels) -> float | None:
 def info_labels(text: str, iface: str) -> dict | None:
     for f in text_string_to_metric_families(text):
         for s in f.samples:
-            if s.name == "ovslat_enqueued_total" and s.labels["interface"] == iface:
+            if (
+                s.name == "ovslat_enqueued_total"
+                and s.labels["interface"] == iface
+                and s.labels["family"] == "ipv4"
+            ):
                 return s.labels
     return None

@@ -31,6 +31,7 @@ HOST_TESTS = {
     "6.12": [
         "tests/host/test_hops.py",
         "tests/host/test_threshold.py::test_drops_are_attributed_and_reconciled",
+        "tests/host/test_ipv6.py::test_ipv6_hop_across_an_ovs_bridge",
     ]
 }
 

@@ -14,6 +14,7 @@ from ovslat import abi
 
 HEADER = Path(__file__).resolve().parents[2] / "bpf" / "ovslat.h"
 C_TYPES = {
+    "__u8": ctypes.c_uint8,
     "__u16": ctypes.c_uint16,
     "__u32": ctypes.c_uint32,
     "__s32": ctypes.c_int32,

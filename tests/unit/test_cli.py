@@ -17,6 +17,8 @@ from ovslat import cli
         (["watch", "-i", "eth0", "--interval", "abc"], "--interval 'abc' is not a number"),
         (["watch", "-i", "eth0", "--duration", "0"], "--duration must be > 0"),
         (["watch", "-i", "eth0", "--src-ip", "1.2.3"], "--src-ip '1.2.3' is not an IP"),
+        (["watch", "-i", "eth0", "--dst-ip", "2001:2::/49x"], "the prefix length must be"),
+        (["watch", "-i", "eth0", "--protocol", "icmp", "--family", "6"], "no packet can match"),
         (["watch", "-i", "eth0", "--dst-port", "65536"], "--dst-port 65536 is outside 0-65535"),
         (["watch", "-i", "eth0", "--protocol", "gre"], "unknown protocol 'gre'"),
         (["watch", "-i", "eth0", "--attach", "uprobe"], "invalid choice: 'uprobe'"),
@@ -88,4 +90,4 @@ def test_interface_slots_follow_what_is_found():
     assert auto_slots(500) == 1064 and max_hops(1064) == 2128 and max_hops(10) == 256
     per_cpu = map_bytes(1064, 10240, 2) - map_bytes(1064, 10240, 1)
     assert round(per_cpu / (1 << 20), 1) == 5.7
-    assert round(map_bytes(1064, 10240, 64) / (1 << 20)) == 367
+    assert round(map_bytes(1064, 10240, 64) / (1 << 20)) == 370

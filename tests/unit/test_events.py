@@ -96,3 +96,28 @@ def test_json_event():
     d = as_dict(dataclasses.replace(event(), protocol="ICMP", sport=None, dport=None))
     assert d["type"] == "event" and d["latency_us"] == 8456.0 and d["sport"] is None
     assert d["stack"][1] == "process_backlog+0xa5" and d["cross_cpu"] is False
+
+
+@pytest.mark.parametrize(
+    "family, src, dst",
+    [(4, "198.18.0.2", "198.18.0.1"), (6, "2001:2::2", "2001:2:0:71::1")],
+)
+def test_a_raw_event_of_either_family(family, src, dst):
+    """struct slow_event as bcc hands it over: pkt_id's addresses are four
+    little-endian words of network-order bytes, IPv4 in the first."""
+    import ipaddress
+    import socket
+
+    from ovslat import abi
+    from ovslat.model.events import from_raw
+
+    raw = abi.SlowEvent()
+    for field, addr in (("saddr", src), ("daddr", dst)):
+        packed = ipaddress.ip_address(addr).packed.ljust(16, b"\0")
+        words = getattr(raw.id, field)
+        for i in range(4):
+            words[i] = int.from_bytes(packed[4 * i : 4 * i + 4], "little")
+    raw.id.family, raw.id.proto = family, socket.IPPROTO_UDP
+    raw.sport, raw.dport, raw.ts_enqueue_ns, raw.ts_receive_ns = 40000, 31337, 10, 5010
+    ev = from_raw(raw, [], 1, 0.0, "eth0", 1000)
+    assert (ev.src, ev.dst, ev.protocol, ev.dport, ev.latency_ns) == (src, dst, "UDP", 31337, 5000)

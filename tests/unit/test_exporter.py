@@ -123,9 +123,11 @@ def test_counters_gauges_and_drops():
     text = render(snapshot())
     eth0 = {"interface": "eth0"}
     got = {
-        n: find(text, f"ovslat_{n}_total", **eth0)[0].value
+        n: sum(s.value for s in find(text, f"ovslat_{n}_total", **eth0))
         for n in ("enqueued", "received", "ip_rcv", "cross_cpu")
     }
+    by_family = {s.labels["family"]: s.value for s in find(text, "ovslat_received_total", **eth0)}
+    assert by_family == {"ipv4": 37, "ipv6": 0}
     assert got == {"enqueued": 40, "received": 37, "ip_rcv": 30, "cross_cpu": 5}
     drops = {s.labels["reason"]: s.value for s in find(text, "ovslat_dropped_total", **eth0)}
     assert drops == {"CPU_BACKLOG": 2, "UNKNOWN": 1}  # 3 dropped, 2 with a reason
@@ -143,7 +145,10 @@ def test_counters_gauges_and_drops():
 
 def test_labels_are_bounded_discovery_info():
     text = render(snapshot())
-    label_sets = {tuple(sorted(s.labels.items())) for s in find(text, "ovslat_enqueued_total")}
+    label_sets = {
+        tuple(sorted((k, v) for k, v in s.labels.items() if k != "family"))
+        for s in find(text, "ovslat_enqueued_total", family="ipv4")
+    }
     assert label_sets == {
         (("bridge", "br-int"), ("datapath", "netdev"), ("interface", "eth0"), ("role", "uplink")),
         (
@@ -157,7 +162,7 @@ def test_labels_are_bounded_discovery_info():
     names = {k for s in samples(text) for k in s.labels}
     assert names == {
         "interface", "netns", "role", "bridge", "datapath", "stage", "le", "reason",
-        "from", "to", "backend", "bpf_stats", "filters", "version",
+        "from", "to", "backend", "bpf_stats", "filters", "version", "family",
     }  # fmt: skip
     hops = {
         (s.labels["from"], s.labels["to"]) for s in find(text, "ovslat_hop_latency_seconds_count")
@@ -166,14 +171,14 @@ def test_labels_are_bounded_discovery_info():
 
 
 def test_series_per_interface_as_documented():
-    """docs/fleet.md: 77 series per interface and 62 per hop at 1 bucket per octave."""
+    """docs/fleet.md: 81 series per interface and 62 per hop at 1 bucket per octave."""
     text = render(snapshot())
     per_iface = [s for s in samples(text) if s.labels.get("interface") == "veth7"]
-    assert len(per_iface) == 77
+    assert len(per_iface) == 81
     hop = [s for s in samples(text) if s.labels.get("to") == "veth7@tenant"]
     assert len(hop) == 62
     per_iface4 = [s for s in samples(render(snapshot(), 4)) if s.labels.get("interface") == "veth7"]
-    assert len(per_iface4) == 77 + 2 * (109 - 28)
+    assert len(per_iface4) == 81 + 2 * (109 - 28)
 
 
 def test_gone_interfaces_and_their_hops_leave():
@@ -191,7 +196,7 @@ def test_readded_interface_is_one_series():
     back = Interface("br-int", 11, NETNS0, "", 3, False, "internal", "br-int")
     snap = snapshot(gone_bridge=True)
     snap = Snapshot(0.0, 1.0, "tracepoint", snap.interfaces + (stats(back, enqueued=7),))
-    (got,) = find(render(snap), "ovslat_enqueued_total", interface="br-int")
+    (got,) = find(render(snap), "ovslat_enqueued_total", interface="br-int", family="ipv4")
     assert got.value == 7
 
 
@@ -354,15 +359,15 @@ def test_pods_are_labelled_with_their_workload_and_count_sync_receives():
         ),
     )
     text = render(snap)
-    (pod,) = find(text, "ovslat_enqueued_total", interface="eth0", netns="cni-1")
+    (pod,) = find(text, "ovslat_enqueued_total", interface="eth0", netns="cni-1", family="ipv4")
     assert pod.value == 7
     assert pod.labels == {
         "interface": "eth0", "netns": "cni-1", "role": "pod", "bridge": "br-int",
-        "datapath": "netdev", "workload": "shop/web-0",
+        "datapath": "netdev", "workload": "shop/web-0", "family": "ipv4",
     }  # fmt: skip
     assert find(text, "ovslat_enqueued_total", interface="veth3a")[0].labels["workload"] == (
         "shop/web-0"
     )
-    (sync,) = find(text, "ovslat_received_sync_total", interface="tap0")
+    (sync,) = find(text, "ovslat_received_sync_total", interface="tap0", family="ipv4")
     assert (sync.value, sync.labels["workload"], sync.labels["role"]) == (9, "vm:d5a2", "vm")
     assert find(text, "ovslat_flow_lookup_failures_total", interface="tap0")[0].value == 0

@@ -46,6 +46,17 @@ def test_shipped_scenario_validates(path):
     assert sc.target.bridge or sc.target.interfaces
 
 
+def test_filters_take_networks_of_both_families():
+    sc = parse(
+        BASE.replace(
+            "{protocol: udp, dst_port: 7000}",
+            "{dst_ip: [198.18.50.0/24, '2001:2::/48'], src_ip: 2001:2::7, family: all}",
+        )
+    )
+    assert sc.filters.dst_ip == ("198.18.50.0/24", "2001:2::/48")
+    assert sc.filters.src_ip == ("2001:2::7",) and sc.filters.family == "all"
+
+
 def test_base_parses_to_what_it_says():
     sc = parse(BASE)
     assert sc.name == "s"
@@ -119,6 +130,14 @@ MALFORMED = [
     (
         replace("filters: {protocol: udp, dst_port: 7000}", "filters: {src_ip: 300.1.1.1}"),
         "s.yaml:8: filters.src_ip:",
+    ),
+    (
+        replace("{protocol: udp, dst_port: 7000}", "{dst_ip: [2001:2::/48], family: 4}"),
+        "s.yaml:8: filters.dst_ip: --dst-ip is IPv6 but --family 4 is not",
+    ),
+    (
+        replace("{protocol: udp, dst_port: 7000}", "{family: 5}"),
+        "s.yaml:8: filters.family: unknown address family",
     ),
     (
         BASE + "backend: ebpf\n",

@@ -35,24 +35,50 @@ def nics():
             yield na, nb
 
 
+@pytest.fixture
+def host6():
+    """A dual-stack namespace: eth0 holds 198.18.38.2 and 2001:2:0:38::2,
+    fed from ovt-6a0 here; permanent neighbours, so no ARP or neighbour
+    discovery adds packets."""
+    with testbed.Netns("v6") as ns:
+        testbed.veth("ovt-6a0", ns, "eth0", "198.18.38.1", "198.18.38.2")
+        testbed.ipv6("ovt-6a0", "2001:2:0:38::1")
+        testbed.ipv6("eth0", "2001:2:0:38::2", ns)
+        testbed.neighbour("ovt-6a0", "2001:2:0:38::2", testbed.mac_of("eth0", ns))
+        testbed.neighbour("eth0", "2001:2:0:38::1", testbed.mac_of("ovt-6a0"), ns)
+        yield ns
+
+
 @pytest.mark.parametrize(
     "attach, backend", [("kprobe", "kprobe"), ("auto", "fentry"), ("tracepoint", "tracepoint")]
 )
-def test_exact_counts(host_a, nics, attach, backend):
+def test_exact_counts(host_a, nics, host6, attach, backend):
     """S1 -> S2 -> S3 with each backend; auto picks fentry on these kernels.
     S3 under tracepoints is the netfilter hook, which Linux has from 6.4.
     In the same run two NIC-like receivers, without and with RPS, get UDP
     and a TCP transfer GRO merges: exactly what their kernel's IP layer
-    counted (sk_buffs, and the segments in them)."""
+    counted (sk_buffs, and the segments in them). And IPv6 (UDP, ICMPv6
+    echo, a TCP transfer) beside IPv4 on a dual-stack veth: exactly what the
+    kernel's IPv6 layer counted, S3 at ipv6_rcv() (netfilter: IPv6's
+    PRE_ROUTING)."""
     s3 = backend != "tracepoint" or HAS_NETFILTER_LINK
     na, nb = nics
-    args = ["-i", "ovt-a0", "-i", f"eth0@{na.name}", "-i", f"eth0@{nb.name}"]
+    v6name = f"eth0@{host6.name}"
+    args = ["-i", "ovt-a0", "-i", f"eth0@{na.name}", "-i", f"eth0@{nb.name}", "-i", v6name]
     with Watch([*args, "--attach", attach], timeout_s=300) as w:
         assert w.start["backend"] == backend
         if backend == "tracepoint":
-            assert (w.start["s3"] or "").startswith("IPv4 PRE_ROUTING") == s3, w.start
+            assert (w.start["s3"] or "").startswith("IPv4: PRE_ROUTING") == s3, w.start
         else:
-            assert w.start["s3"].startswith("ip_rcv() entry")
+            assert w.start["s3"].startswith("IPv4: ip_rcv() entry")
+            assert "IPv6: ipv6_rcv()" in w.start["s3"]
+        before6 = testbed.ip6_received(host6), testbed.ip_received(host6)[0]
+        testbed.send_udp(None, "2001:2:0:38::2", UDP_PORT, 150)
+        testbed.send_udp(None, "198.18.38.2", UDP_PORT, 50)
+        assert testbed.ping(None, "2001:2:0:38::2", 20) == 20
+        testbed.tcp_transfer(host6, "2001:2:0:38::2", 5002, 300_000)
+        v6 = testbed.ip6_received(host6) - before6[0]
+        assert testbed.ip_received(host6)[0] - before6[1] == 50
         testbed.send_udp(host_a, "198.18.30.1", UDP_PORT, 200)
         testbed.send_tcp_syn(host_a, "198.18.30.1", UDP_PORT, 20)
         testbed.ping(host_a, "198.18.30.1", 30)
@@ -69,7 +95,8 @@ def test_exact_counts(host_a, nics, attach, backend):
             and all(
                 w.totals(n).get("received", 0) + w.totals(n).get("received_sync", 0) >= skbs
                 for n, (skbs, _) in truth.items()
-            ),
+            )
+            and w.totals(v6name).get(stage, 0) >= v6 + 50,
             timeout_s=120,
         )
         summary = w.stop(timeout_s=120)
@@ -82,6 +109,18 @@ def test_exact_counts(host_a, nics, attach, backend):
             assert c["enqueued"] == c["received"] == skbs and c["received_sync"] == 0, c
         else:  # no RPS: GRO's lists received in place
             assert c["received_sync"] == skbs and c["enqueued"] == c["received"] == 0, c
+    i = interface(summary, v6name)
+    c = i["counters"]
+    assert v6 > 170, v6
+    assert c["enqueued"] == c["received"] == v6 + 50 and c["ip_rcv"] == (v6 + 50 if s3 else 0), c
+    assert c["flow_lookup_failures"] == c["dropped"] == c["parse_failures"] == 0, c
+    assert i["families"]["ipv6"] == {
+        "enqueued": v6,
+        "received": v6,
+        "received_sync": 0,
+        "ip_rcv": v6 if s3 else 0,
+    }, i["families"]
+    assert i["families"]["ipv4"]["received"] == 50
     i = interface(summary, "ovt-a0")
     record(
         {

@@ -21,10 +21,10 @@ def test_doctor_full_kernel():
     one = {k: v[0] for k, v in found.items()}
     assert one["backend fentry"].startswith("OK"), one["backend fentry"]
     assert one["backend kprobe"].startswith("OK"), one["backend kprobe"]
-    assert "S3 = ip_rcv() entry" in one["backend kprobe"]
+    assert "S3 = IPv4: ip_rcv() entry" in one["backend kprobe"]
     tp = one["backend tracepoint"]
     if HAS_NETFILTER_LINK:
-        assert tp.startswith("OK") and "S3 = IPv4 PRE_ROUTING" in tp, tp
+        assert tp.startswith("OK") and "S3 = IPv4: PRE_ROUTING" in tp, tp
     else:
         assert tp.startswith("WARN") and "no S3" in tp and "6.4" in tp, tp
     optional = " ".join(found.get("optional parts", []))
