@@ -210,7 +210,13 @@ def test_ipv6_packets_are_told_apart(dual):
         testbed.tcp_transfer(dual, B6, 5003, 2_000_000)
         testbed.send_udp(None, B6, PORT, 400)
         assert testbed.ping(None, B6, 50) == 50
-        time.sleep(0.3)
+
+        def echoes() -> int:
+            return sum(1 for _, f in list(frames) if (_ipv6_id(f) or ("",))[0] == "echo")
+
+        # the last reply passed the device before ping returned: wait until
+        # the capture has read it too
+        testbed.wait_until(lambda: echoes() >= 100, 5, "100 echo messages captured")
     finally:
         done.set()
         t.join()
