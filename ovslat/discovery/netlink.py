@@ -6,10 +6,11 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import select
 
 from pyroute2 import IPRoute, NetNS
 from pyroute2.netlink import NLM_F_REQUEST
-from pyroute2.netlink.rtnl import RTM_GETLINK
+from pyroute2.netlink.rtnl import RTM_GETLINK, RTMGRP_LINK
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from ovslat.discovery.topology import Link, Peer
@@ -50,6 +51,40 @@ def resolve(spec: str) -> Interface:
         netns=netns,
         rps=None if netns else rps_enabled(name),
     )
+
+
+class LinkChanges:
+    """Whether a link of ovslat's own network namespace was added, changed or
+    deleted since the last call, from rtnetlink's link multicast group: the
+    check of thousands of named interfaces for deletion then runs when the
+    kernel said something changed, not every second. Its first answer is
+    True (nothing was known before it), and so is every answer once the
+    socket is gone or overflowed: a missed message must not hide a deletion."""
+
+    def __init__(self) -> None:
+        self._first = True
+        try:
+            self._ipr: IPRoute | None = IPRoute()
+            self._ipr.bind(groups=RTMGRP_LINK)
+        except OSError:
+            self._ipr = None
+
+    def changed(self) -> bool:
+        if self._ipr is None:
+            return True
+        seen, self._first = self._first, False
+        try:
+            while select.select([self._ipr], [], [], 0)[0]:
+                self._ipr.get()
+                seen = True
+        except OSError:  # ENOBUFS: messages were lost
+            return True
+        return seen
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
 
 
 def rps_enabled(name: str, sysfs: str = "/sys/class/net") -> bool | None:

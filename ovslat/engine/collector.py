@@ -10,8 +10,9 @@ from ovslat.abi import HopKind
 from ovslat.errors import UserError
 from ovslat.model.histogram import Histogram
 from ovslat.model.snapshot import (
+    EMPTY_STAGES,
     STAGES,
-    Counters,
+    ZERO_COUNTERS,
     HopStats,
     Interface,
     InterfaceStats,
@@ -38,6 +39,8 @@ class Collector:
         self._next_slot = 0
         self._changes: list[str] = []  # for the next snapshot's notes
         self._prev: dict[int, InterfaceStats] = {}
+        self._raw: dict[int, bytes] = {}  # slot -> its counters as last read
+        self._idle_stats: dict[int, InterfaceStats] = {}
         self._prev_probe_entries: tuple[int, ...] = ()
         self._prev_cost = (0, 0)
         self._prev_events_lost = 0
@@ -52,7 +55,7 @@ class Collector:
         self.program.add_interface(iface)
         self._next_slot += 1
         self.interfaces[iface.slot] = iface
-        self.program.set_hops(len(self.live()) >= 2)
+        self.program.set_hops(len(self.interfaces) - len(self._gone) >= 2)
         return iface
 
     def remove(self, slot: int, note: str | None = None) -> None:
@@ -84,12 +87,12 @@ class Collector:
         self._changes += changes
         return changes
 
-    def _cumulative(self, iface: Interface, drops: dict) -> InterfaceStats:
-        counters, debug = self.program.read_counters(iface.slot)
+    def _cumulative(self, iface: Interface, raw: bytes, drops: dict) -> InterfaceStats:
+        counters, debug = self.program.parse_counters(raw)
         prev = self._prev.get(iface.slot)
         # The kernel adds to a stage's histogram only with the counter that
         # counts it (S1 -> S2 with received, S2 -> S3 with ip_rcv): an idle
-        # interface's histograms (160 buckets x CPUs each) need no reading.
+        # stage's histogram (160 buckets x CPUs) needs no reading.
         if prev and (prev.counters.received, prev.counters.ip_rcv) == (
             counters.received,
             counters.ip_rcv,
@@ -97,8 +100,25 @@ class Collector:
             stages = prev.stages
         else:
             stages = {s: self.program.read_hist(iface.slot, i) for i, s in enumerate(STAGES)}
-        reasons = tuple(sorted(drops.get(iface.slot, {}).items()))
-        return InterfaceStats(iface, counters, stages, debug, drops=reasons)
+        return InterfaceStats(iface, counters, stages, debug, drops=_reasons(drops, iface.slot))
+
+    def _idle(self, slot: int, prev: InterfaceStats) -> InterfaceStats:
+        """The interval of an interface that counted nothing: one object per
+        slot, reused, so that outputs can tell it apart by identity (and a
+        JSON line need not encode it again)."""
+        st = self._idle_stats.get(slot)
+        if st is None or st.iface is not prev.iface:
+            debug = tuple(tuple(0 for _ in row) for row in prev.debug)
+            st = InterfaceStats(prev.iface, ZERO_COUNTERS, EMPTY_STAGES, debug)
+            self._idle_stats[slot] = st
+        return st
+
+    def _gone_stats(self, iface: Interface) -> InterfaceStats:
+        st = self._idle_stats.get(-1 - iface.slot)
+        if st is None:
+            st = InterfaceStats(iface, ZERO_COUNTERS, EMPTY_STAGES, (), gone=True)
+            self._idle_stats[-1 - iface.slot] = st
+        return st
 
     def _hops(self, maxima: dict) -> tuple[HopStats, ...]:
         cur = self.program.read_hops()
@@ -127,18 +147,34 @@ class Collector:
             )
         maxima, hop_maxima = self.program.flip_epoch(list(self.interfaces))
         drops = self.program.read_drops()
+        # Every slot's counters in one read; an interface whose counters are
+        # byte for byte the last interval's (and that saw no maximum: a packet
+        # between the two reads) costs a comparison, not a parse.
+        raw = self.program.read_counter_bytes(self._next_slot)
         stats = []
-        for slot, iface in sorted(self.interfaces.items()):
+        # slots are handed out in increasing order: self.interfaces is sorted
+        for slot, iface in self.interfaces.items():
             if self._gone.get(slot):  # reported its last figures already
-                stats.append(InterfaceStats(iface, Counters(), _empty_stages(), (), gone=True))
+                stats.append(self._gone_stats(iface))
+                continue
+            prev = self._prev.get(slot)
+            m = maxima.get(slot)
+            if (
+                prev is not None
+                and m is None
+                and slot not in self._gone
+                and raw[slot] == self._raw.get(slot)
+                and _reasons(drops, slot) == prev.drops
+            ):
+                stats.append(self._idle(slot, prev))
                 continue
             if slot in self._gone:
                 self._gone[slot] = True
-            cur = self._cumulative(iface, drops)
-            prev = self._prev.get(slot)
+            self._raw[slot] = raw[slot]
+            cur = self._cumulative(iface, raw[slot], drops)
             self._prev[slot] = cur
             delta = cur - prev if prev else cur
-            m = maxima.get(slot, (0, 0, 0))
+            m = m or (0, 0, 0)
             delta = dataclasses.replace(
                 delta,
                 counters=dataclasses.replace(delta.counters, queue_depth_max=m[2]),
@@ -181,5 +217,6 @@ class Collector:
         return snap
 
 
-def _empty_stages() -> dict[str, Histogram]:
-    return {s: Histogram.empty() for s in STAGES}
+def _reasons(drops: dict, slot: int) -> tuple[tuple[str, int], ...]:
+    by_reason = drops.get(slot)
+    return tuple(sorted(by_reason.items())) if by_reason else ()

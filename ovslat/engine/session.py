@@ -202,16 +202,19 @@ class Session:
         require_root(other_netns=any("@" in spec for spec in o.interfaces))
         # Imported here: these need bcc / pyroute2, which --help and the
         # validation above must not.
-        from ovslat.discovery.netlink import resolve_all
+        from ovslat.discovery.netlink import LinkChanges, resolve_all
         from ovslat.engine.collector import QUEUE_DEPTH_SOURCE, Collector
         from ovslat.engine.kernel import KernelInfo
         from ovslat.engine.program import EngineOptions, open_program
 
         self.options = o
-        interfaces = resolve_all(o.interfaces)
         self.source = None
         # What is opened is closed again if a later step fails.
         with contextlib.ExitStack() as opened:
+            # before the names are resolved: a deletion in between is told
+            self._links = LinkChanges()
+            opened.callback(self._links.close)
+            interfaces = resolve_all(o.interfaces)
             if o.bridge:
                 from ovslat.discovery.bridge import BridgeSource, check_measurable
 
@@ -274,6 +277,8 @@ class Session:
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + NAMED_CHECK_S
+            if not self._links.changed():
+                return
             for i in self.collector.live():
                 if not i.bridge and not i.netns and _ifindex(i.name) != i.ifindex:
                     self.collector.remove(i.slot, f"{i.label} deleted (or renamed)")

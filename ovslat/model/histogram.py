@@ -31,6 +31,12 @@ def bucket_bounds(b: int) -> tuple[int, int]:
     return (4 + s) << (m - 2), (5 + s) << (m - 2)
 
 
+# The buckets of every empty histogram: one tuple, so that arithmetic with an
+# idle interface's histograms (most of them, at thousands of interfaces) is an
+# identity test instead of 160 additions.
+_ZEROS = (0,) * NBUCKETS
+
+
 @dataclass(frozen=True)
 class Histogram:
     """Counts per bucket (a tuple of NBUCKETS), their sum in ns, exact max in ns."""
@@ -41,14 +47,23 @@ class Histogram:
 
     @classmethod
     def empty(cls) -> Histogram:
-        return cls((0,) * NBUCKETS)
+        return EMPTY
+
+    @property
+    def is_empty(self) -> bool:
+        """No packet in it (its max may still be set, as the collector sets it)."""
+        return self.buckets is _ZEROS or not any(self.buckets)
 
     @property
     def count(self) -> int:
-        return sum(self.buckets)
+        return 0 if self.buckets is _ZEROS else sum(self.buckets)
 
     def __sub__(self, older: Histogram) -> Histogram:
         """The part recorded since `older` (max stays this one's: maxima are per interval)."""
+        if older.buckets is self.buckets:  # nothing recorded since
+            return EMPTY if not self.max_ns else Histogram(_ZEROS, 0, self.max_ns)
+        if older.buckets is _ZEROS and not older.sum_ns:
+            return self
         return Histogram(
             tuple(a - b for a, b in zip(self.buckets, older.buckets, strict=True)),
             self.sum_ns - older.sum_ns,
@@ -56,6 +71,10 @@ class Histogram:
         )
 
     def __add__(self, other: Histogram) -> Histogram:
+        if other.buckets is _ZEROS and not other.sum_ns and other.max_ns <= self.max_ns:
+            return self
+        if self.buckets is _ZEROS and not self.sum_ns and self.max_ns <= other.max_ns:
+            return other
         return Histogram(
             tuple(a + b for a, b in zip(self.buckets, other.buckets, strict=True)),
             self.sum_ns + other.sum_ns,
@@ -97,6 +116,9 @@ class Histogram:
                 row = ((low + high) // 2000 + 1).bit_length()
                 rows[row] = rows.get(row, 0) + n
         return [(f"{1 << (r - 1)}-{(1 << r) - 1}us", rows[r]) for r in sorted(rows)]
+
+
+EMPTY = Histogram(_ZEROS)
 
 
 def _us(ns: float | None) -> float | None:

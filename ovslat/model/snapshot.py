@@ -46,11 +46,15 @@ class Counters:
     ipv6_ip_rcv: int = 0
 
     def __sub__(self, older: Counters) -> Counters:
+        if older is ZERO_COUNTERS:
+            return self
         vals = {f.name: getattr(self, f.name) - getattr(older, f.name) for f in fields(self)}
         vals["queue_depth_max"] = self.queue_depth_max
         return Counters(**vals)
 
     def __add__(self, other: Counters) -> Counters:
+        if other is ZERO_COUNTERS:
+            return self
         vals = {f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
         vals["queue_depth_max"] = max(self.queue_depth_max, other.queue_depth_max)
         return Counters(**vals)
@@ -79,6 +83,11 @@ class Counters:
         if not self.queue_depth_samples:
             return None
         return self.queue_depth_sum / self.queue_depth_samples
+
+
+# An idle interval's counters: the collector hands out this one object, so that
+# adding it to a run's totals (thousands of idle interfaces) is an identity test.
+ZERO_COUNTERS = Counters()
 
 
 def _add_debug(a: tuple, b: tuple, sign: int = 1) -> tuple:
@@ -130,6 +139,10 @@ class Interface:
         return f"/var/run/netns/{self.netns}" if self.netns else None
 
 
+# The stages of every idle interval (nobody writes to a Snapshot's stages).
+EMPTY_STAGES = {s: Histogram.empty() for s in STAGES}
+
+
 @dataclass(frozen=True)
 class InterfaceStats:
     iface: Interface
@@ -150,8 +163,16 @@ class InterfaceStats:
             _add_drops(self.drops, older.drops, -1),
         )
 
+    @property
+    def idle(self) -> bool:
+        """The collector's interval of an interface that counted nothing (told
+        by identity: thousands of them are added to a run's totals)."""
+        return self.counters is ZERO_COUNTERS and self.stages is EMPTY_STAGES and not self.drops
+
     def __add__(self, other: InterfaceStats) -> InterfaceStats:
         """This one followed by `other`, a later interval of the same interface."""
+        if other.idle and not other.debug and other.gone == self.gone:
+            return self
         return InterfaceStats(
             self.iface,
             self.counters + other.counters,

@@ -91,13 +91,47 @@ def hop_json(h: HopStats) -> dict:
     }
 
 
+def _dumps(obj) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+# id(InterfaceStats) -> (it, its queue-depth source, its JSON): the collector
+# hands out one object per idle interface, interval after interval, so at
+# thousands of interfaces most of a record is text already written once.
+# Holding the object keeps its id from being reused; only the last record's
+# entries are kept.
+_encoded: dict[int, tuple[InterfaceStats, str, str]] = {}
+
+
+def _interfaces_json(stats: tuple[InterfaceStats, ...], source: str) -> str:
+    global _encoded
+    seen = {}
+    parts = []
+    for st in stats:
+        hit = _encoded.get(id(st))
+        if hit is None or hit[0] is not st or hit[1] != source:
+            hit = (st, source, _dumps(interface_json(st, source)))
+        seen[id(st)] = hit
+        parts.append(hit[2])
+    _encoded = seen
+    return "[" + ",".join(parts) + "]"
+
+
 def record(snap: Snapshot, kind: str, context: dict, **extra) -> str:
     """One JSON line: kind "start", "interval" or "summary"; context: backend
     facts fixed for the run; extra: keys of the caller's (a run's phase)."""
-    return json.dumps({**record_dict(snap, kind, context), **extra}, separators=(",", ":"))
+    obj = {**record_dict(snap, kind, context, with_interfaces=False), **extra}
+    keys = list(obj)
+    at = keys.index("interfaces")
+    head = _dumps({k: obj[k] for k in keys[:at]})
+    tail = _dumps({k: obj[k] for k in keys[at + 1 :]})
+    inner = _interfaces_json(snap.interfaces, context["queue_depth_source"])
+    return f'{head[:-1]},"interfaces":{inner},{tail[1:]}'
 
 
-def record_dict(snap: Snapshot, kind: str, context: dict) -> dict:
+def record_dict(snap: Snapshot, kind: str, context: dict, with_interfaces: bool = True) -> dict:
+    """The record as a dict; without interfaces, their key holds None (record()
+    writes them from its cache)."""
     end = snap.start_wall_s + snap.duration_s
     obj = {
         "type": kind,
@@ -105,7 +139,9 @@ def record_dict(snap: Snapshot, kind: str, context: dict) -> dict:
         "time": _iso(end),
         ("interval_s" if kind == "interval" else "duration_s"): round(snap.duration_s, 3),
         **context,
-        "interfaces": [interface_json(st, context["queue_depth_source"]) for st in snap.interfaces],
+        "interfaces": [interface_json(st, context["queue_depth_source"]) for st in snap.interfaces]
+        if with_interfaces
+        else None,
         "hops": [hop_json(h) for h in snap.hops],
         "probe": {
             "run_time_ns": snap.cost.run_time_ns,
