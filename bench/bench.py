@@ -95,8 +95,11 @@ def measure_row(topo: Topology, row: Row, a: argparse.Namespace) -> dict:
         for t in tools:
             t.ready(START_TIMEOUT_S)
         watches = [t for t in tools if isinstance(t, OvslatWatch)]
-        for w in watches:  # the collector in its steady state: one report done
-            w.wait_intervals(1, START_TIMEOUT_S)
+        # The collector in its steady state: two reports done (the first reads
+        # every slot; the second builds each idle interface's reused interval
+        # and its JSON once).
+        for w in watches:
+            w.wait_intervals(2, START_TIMEOUT_S)
         pids = [t.proc.pid for t in tools]
         cpu0, wall0 = measure.cpu_s(pids), time.monotonic()
         progs0, in0 = measure.prog_stats(pids), topo.ip_in_receives()
@@ -106,7 +109,7 @@ def measure_row(topo: Topology, row: Row, a: argparse.Namespace) -> dict:
             sent_fast, seconds = topo.send(a.packets, a.cpu)
         received = topo.ip_in_receives() - in0
         for w in watches:
-            w.wait_intervals(1 + a.window, 60 + a.window * a.interval * 10)
+            w.wait_intervals(2 + a.window, 60 + a.window * a.interval * 10)
         if tools and not watches:  # bpftrace: the same window, by the clock
             time.sleep(max(0.0, wall0 + a.window * a.interval - time.monotonic()))
         cpu = measure.cpu_s(pids) - cpu0
