@@ -40,7 +40,8 @@ class Collector:
         self._changes: list[str] = []  # for the next snapshot's notes
         self._prev: dict[int, InterfaceStats] = {}
         self._raw: dict[int, bytes] = {}  # slot -> its counters as last read
-        self._idle_stats: dict[int, InterfaceStats] = {}
+        self._idle_stats: dict[int, InterfaceStats] = {}  # slot -> its reused idle interval
+        self._gone_stats: dict[int, InterfaceStats] = {}  # slot -> its reused "gone" line
         self._prev_probe_entries: tuple[int, ...] = ()
         self._prev_cost = (0, 0)
         self._prev_events_lost = 0
@@ -113,11 +114,12 @@ class Collector:
             self._idle_stats[slot] = st
         return st
 
-    def _gone_stats(self, iface: Interface) -> InterfaceStats:
-        st = self._idle_stats.get(-1 - iface.slot)
+    def _gone_line(self, iface: Interface) -> InterfaceStats:
+        st = self._gone_stats.get(iface.slot)
         if st is None:
-            st = InterfaceStats(iface, ZERO_COUNTERS, EMPTY_STAGES, (), gone=True)
-            self._idle_stats[-1 - iface.slot] = st
+            st = self._gone_stats[iface.slot] = InterfaceStats(
+                iface, ZERO_COUNTERS, EMPTY_STAGES, (), gone=True
+            )
         return st
 
     def _hops(self, maxima: dict) -> tuple[HopStats, ...]:
@@ -155,7 +157,7 @@ class Collector:
         # slots are handed out in increasing order: self.interfaces is sorted
         for slot, iface in self.interfaces.items():
             if self._gone.get(slot):  # reported its last figures already
-                stats.append(self._gone_stats(iface))
+                stats.append(self._gone_line(iface))
                 continue
             prev = self._prev.get(slot)
             m = maxima.get(slot)

@@ -517,48 +517,43 @@ class Program:
         self.bpf["hop_unconfirmed"].clearitem(self.bpf["hop_unconfirmed"].Key(slot))
 
     # ---- reading --------------------------------------------------------
-    def _read_range(self, table, first: int, count: int) -> list[bytes] | None:
+    def _read_range(self, table, first: int, count: int) -> list[bytes]:
         """The per-CPU values of array keys first .. first+count-1, one bytes
-        object per key, in one BPF_MAP_LOOKUP_BATCH: at 4096 interfaces one
-        syscall instead of 4096. None where the kernel cannot batch this map
-        (EINVAL, ENOTSUPP: the caller then reads key by key)."""
+        object per key: in one BPF_MAP_LOOKUP_BATCH (at 4096 interfaces one
+        syscall instead of 4096), key by key where the kernel cannot batch
+        this map (EINVAL, ENOTSUPP: not tried again)."""
         if count <= 0:
             return []
-        if not self._batch:
-            return None
-        keys = (table.Key * count)()
-        values = (table.Leaf * count)()
-        n = ctypes.c_uint32(count)
-        token = ctypes.c_uint32(0)
-        # in_batch is the key before the first one wanted (NULL: from the start)
-        prev = ctypes.c_uint32(first - 1)
-        rc = libbcc.bpf_lookup_batch(
-            table.map_fd,
-            ctypes.byref(prev) if first else None,
-            ctypes.byref(token),
-            ctypes.addressof(keys),
-            ctypes.addressof(values),
-            ctypes.byref(n),
-        )
-        err = ctypes.get_errno()
-        if rc != 0 and err != errno.ENOENT:
-            if err in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, 524):  # 524: ENOTSUPP
+        if self._batch:
+            keys = (table.Key * count)()
+            values = (table.Leaf * count)()
+            n = ctypes.c_uint32(count)
+            token = ctypes.c_uint32(0)
+            # in_batch is the key before the first one wanted (NULL: from the start)
+            prev = ctypes.c_uint32(first - 1)
+            rc = libbcc.bpf_lookup_batch(
+                table.map_fd,
+                ctypes.byref(prev) if first else None,
+                ctypes.byref(token),
+                ctypes.addressof(keys),
+                ctypes.addressof(values),
+                ctypes.byref(n),
+            )
+            err = ctypes.get_errno()
+            if rc != 0 and err in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, 524):  # ENOTSUPP
                 self._batch = False
-                return None
-            raise OSError(err, f"BPF_MAP_LOOKUP_BATCH: {os.strerror(err)}")
-        if n.value != count:
-            return None
-        size = ctypes.sizeof(table.Leaf)
-        raw = bytes(values)
-        return [raw[i * size : (i + 1) * size] for i in range(count)]
+            elif rc != 0 and err != errno.ENOENT:
+                raise OSError(err, f"BPF_MAP_LOOKUP_BATCH: {os.strerror(err)}")
+            elif n.value == count:
+                size = ctypes.sizeof(table.Leaf)
+                raw = bytes(values)
+                return [raw[i * size : (i + 1) * size] for i in range(count)]
+        return [bytes(table.getvalue(table.Key(first + i))) for i in range(count)]
 
     def read_counter_bytes(self, slots: int) -> list[bytes]:
         """Every slot's per-CPU counters, unparsed (what changed is a bytes
         comparison away); slot i at index i, for slots 0 .. slots-1."""
-        raw = self._read_range(self._counters, 0, slots)
-        if raw is None:
-            raw = [bytes(self._counters.getvalue(self._counters.Key(i))) for i in range(slots)]
-        return raw
+        return self._read_range(self._counters, 0, slots)
 
     def parse_counters(self, raw: bytes) -> tuple[Counters, tuple[tuple[int, ...], ...]]:
         words = abi.cpu_sums(raw, abi.Counters)
@@ -570,9 +565,6 @@ class Program:
                 for p in range(NPOINTS)
             )
         return Counters(**vals), debug
-
-    def read_counters(self, slot: int) -> tuple[Counters, tuple[tuple[int, ...], ...]]:
-        return self.parse_counters(bytes(self._counters.getvalue(self._counters.Key(slot))))
 
     def read_probe_entries(self) -> tuple[int, ...]:
         if not self.opts.debug:
@@ -601,8 +593,6 @@ class Program:
         base = old * self.opts.max_ifaces
         n = max(slots, default=-1) + 1
         raw = self._read_range(self._maxima, base, n)
-        if raw is None:
-            raw = [bytes(self._maxima.getvalue(self._maxima.Key(base + i))) for i in range(n)]
         wanted = set(slots)
         zero = bytes(ctypes.sizeof(self._maxima.Leaf))
         out = {}
