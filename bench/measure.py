@@ -35,6 +35,7 @@ from ovslat.scenario import testbed  # noqa: E402
 
 SENDER_ADDR, RECEIVER_ADDR = "198.19.99.2", "198.19.99.1"
 PORT = 9
+VXLAN_PORT, VNI = 4789, 42  # the encapsulated rows' outer port and tunnel
 RX_IFACE, TX_IFACE = "ovb-r0", "ovb-s0"  # ovb-r0 receives: netif_rx -> backlog
 STATS = "/proc/sys/kernel/bpf_stats_enabled"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -106,7 +107,7 @@ class Topology:
         self.snd = _Netns("snd")
         self.rcv = _Netns("rcv")
         self._stack = contextlib.ExitStack()
-        self.sink: subprocess.Popen | None = None
+        self.sinks: list[subprocess.Popen] = []
         self.spare_kind = ""
 
     def __enter__(self) -> Topology:
@@ -143,13 +144,16 @@ class Topology:
                 "ip", "neigh", "replace", peer_addr, "lladdr", mac, "dev", dev, "nud", "permanent"
             )
         self._add_spares()
-        self.sink = subprocess.Popen(
-            rcv.argv(self.blast, "sink", RECEIVER_ADDR, str(PORT)),
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        if self.sink.stdout.readline().strip() != "ready":
-            raise SystemExit("bench: the sink socket did not start")
+        # one sink per port sent to: nothing travels back (no ICMP port unreachable)
+        for port in (PORT, VXLAN_PORT):
+            sink = subprocess.Popen(
+                rcv.argv(self.blast, "sink", RECEIVER_ADDR, str(port)),
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            self.sinks.append(sink)
+            if sink.stdout.readline().strip() != "ready":
+                raise SystemExit("bench: the sink socket did not start")
 
     def _add_spares(self) -> None:
         """Interfaces that only fill the map. dummy or ifb, whichever this
@@ -172,22 +176,25 @@ class Topology:
             self.rcv.run("ip", "-batch", f.name)
 
     def _stop_sink(self) -> None:
-        if self.sink and self.sink.poll() is None:
-            self.sink.terminate()
-            self.sink.wait(timeout=5)
+        for sink in self.sinks:
+            if sink.poll() is None:
+                sink.terminate()
+                sink.wait(timeout=5)
 
     def ip_in_receives(self) -> int:
         """IP InReceives of the receiver's namespace (read through the sink's
         /proc/PID/net, which is that namespace's)."""
-        with open(f"/proc/{self.sink.pid}/net/snmp") as f:
+        with open(f"/proc/{self.sinks[0].pid}/net/snmp") as f:
             lines = [line.split() for line in f if line.startswith("Ip:")]
         head, values = lines
         return int(values[head.index("InReceives")])
 
-    def send(self, count: int, cpu: int | None) -> tuple[int, float]:
-        """`count` datagrams back to back from the sender namespace;
-        (packets sent, seconds the sender took)."""
-        r = self.snd.run(self.blast, "send", RECEIVER_ADDR, str(PORT), str(count), cpu=cpu)
+    def send(self, count: int, cpu: int | None, vxlan: bool = False) -> tuple[int, float]:
+        """`count` datagrams back to back from the sender namespace, each a
+        VXLAN packet holding one when `vxlan`; (packets sent, seconds the
+        sender took)."""
+        argv = [self.blast, "send", RECEIVER_ADDR, str(VXLAN_PORT if vxlan else PORT), str(count)]
+        r = self.snd.run(*argv, *(["0", str(VNI)] if vxlan else []), cpu=cpu)
         m = re.search(r"sent=(\d+) elapsed_ns=(\d+)", r.stdout)
         return int(m.group(1)), int(m.group(2)) / 1e9
 

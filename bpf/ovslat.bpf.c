@@ -127,9 +127,35 @@ struct pkt {
 	u16 sport;
 	u16 dport;
 	u32 has_ports;
-	u32 fingerprint; /* every header field in pkt_id: hop marks */
-	u32 flow_fp;	 /* the same without the length, which GRO changes: S1 records */
+	u32 fingerprint;	 /* every header field in pkt_id: hop marks */
+	u32 flow_fp;		 /* the same without the length, which GRO changes: S1 records */
+	struct tunnel_hdr outer; /* a VXLAN / Geneve packet's: `id` is the inner packet's */
 };
+
+/* The packet being parsed lives in a per-CPU map, not on the stack: the
+ * verifier tracks no map value's contents, so every parse path (outer and
+ * inner headers, IPv6 extension headers, tunnels) meets the same state once
+ * it returns, instead of multiplying the paths after it (Linux 6.1 refused
+ * the program once tunnels were parsed). One buffer per program: the same
+ * program never nests on a CPU, two can (an S1 in a hard interrupt during a
+ * softirq's S2). */
+enum pkt_buf {
+	PKT_S1 = 0, /* + struct flow.tentative of the hook: FLOW_CERTAIN, _CALL, _NAPI */
+	PKT_S2 = 3, /* + 1: the list receive's program (kprobe, fentry) */
+	PKT_S3 = 5,
+	PKT_DROP = 6,
+	NPKT_BUFS = 7,
+};
+BPF_PERCPU_ARRAY(pkt_bufs, struct pkt, NPKT_BUFS);
+
+static __always_inline struct pkt *pkt_buf(u32 which)
+{
+	struct pkt *p = pkt_bufs.lookup(&which);
+
+	if (p)
+		__builtin_memset(p, 0, sizeof(*p));
+	return p;
+}
 
 static __always_inline u32 mix32(u32 h, u32 v)
 {
@@ -137,11 +163,15 @@ static __always_inline u32 mix32(u32 h, u32 v)
 	return (h << 13 | h >> 19) * 5 + 0xE6546B64u;
 }
 
+/* A UDP datagram's ports parse() has read already (to look for a tunnel):
+ * PRE_PORTS | the two ports as they are in the header; 0: not read. */
+#define PRE_PORTS (1ULL << 32)
+
 /* The L4 header at l4p (the first fragment's only): ports (TCP, UDP), the
  * TCP sequence and acknowledgement numbers, ICMP / ICMPv6 echo id +
  * sequence. `l4[2]` holds the acknowledgement number for IPv6 alone (IPv4
- * has its IP id). */
-static __always_inline int parse_l4(struct pkt *p, void *l4p, u32 proto, int v6)
+ * has its IP id). `pre`: see PRE_PORTS. */
+static __always_inline int parse_l4(struct pkt *p, void *l4p, u32 proto, int v6, u64 pre)
 {
 	u32 l4[3] = {};
 
@@ -149,7 +179,9 @@ static __always_inline int parse_l4(struct pkt *p, void *l4p, u32 proto, int v6)
 		if (v6 ? KREAD(l4, l4p) : bpf_probe_read_kernel(l4, 8, l4p))
 			return PARSE_FAIL;
 	} else if (proto == IPPROTO_UDP) {
-		if (KREAD(l4[0], l4p))
+		if (pre & PRE_PORTS)
+			l4[0] = (u32)pre;
+		else if (KREAD(l4[0], l4p))
 			return PARSE_FAIL;
 	} else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
 		if (KREAD(l4[0], l4p + 4)) /* echo id + sequence */
@@ -166,12 +198,11 @@ static __always_inline int parse_l4(struct pkt *p, void *l4p, u32 proto, int v6)
 	return PARSE_OK;
 }
 
-static __always_inline int parse_ipv4(void *data, struct pkt *p)
+/* The header at `data`, read (and its version checked) by parse() into *h */
+static __always_inline int parse_ipv4(void *data, struct iphdr *h, struct pkt *p, u64 pre)
 {
-	struct iphdr ip;
+	struct iphdr ip = *h;
 
-	if (bpf_probe_read_kernel(&ip, sizeof(ip), data) || ip.version != 4 || ip.ihl < 5)
-		return PARSE_FAIL;
 	p->id.family = 4;
 	p->id.saddr[0] = ip.saddr;
 	p->id.daddr[0] = ip.daddr;
@@ -180,7 +211,7 @@ static __always_inline int parse_ipv4(void *data, struct pkt *p)
 	p->id.tot_len = ip.tot_len;
 	/* Only the first fragment carries the L4 header. */
 	if (!(ip.frag_off & bpf_htons(0x1fff)) &&
-	    parse_l4(p, data + ip.ihl * 4, ip.protocol, 0) != PARSE_OK)
+	    parse_l4(p, data + ip.ihl * 4, ip.protocol, 0, pre) != PARSE_OK)
 		return PARSE_FAIL;
 	/* A GRO-merged skb keeps its first segment's headers but the merged
 	 * length: the S1 record's fingerprint leaves the length out. */
@@ -191,21 +222,21 @@ static __always_inline int parse_ipv4(void *data, struct pkt *p)
 
 #define IPV6_EXT_MAX 6 /* extension headers walked to the L4 header, at most */
 
-static __always_inline int parse_ipv6(void *skb, void *data, struct pkt *p)
+/* The header at `data`, read by parse() into *ip6; base: its offset from
+ * skb->data (an inner packet's is past its tunnel's headers) */
+static __always_inline int parse_ipv6(void *skb, void *data, struct ipv6hdr *ip6, u32 base,
+				      struct pkt *p, u64 pre)
 {
-	struct ipv6hdr ip6;
-	u32 off = sizeof(ip6), i, h = 0;
+	u32 off = sizeof(*ip6), i, h = 0;
 	u8 nexthdr;
 	int first = 1;
 
-	if (bpf_probe_read_kernel(&ip6, sizeof(ip6), data) || ip6.version != 6)
-		return PARSE_FAIL;
 	p->id.family = 6;
-	__builtin_memcpy(p->id.saddr, &ip6.saddr, 16);
-	__builtin_memcpy(p->id.daddr, &ip6.daddr, 16);
-	p->id.ip_id = bpf_ntohl(*(u32 *)&ip6) & 0xfffff; /* the flow label */
-	p->id.tot_len = bpf_htons(bpf_ntohs(ip6.payload_len) + sizeof(ip6));
-	nexthdr = ip6.nexthdr;
+	__builtin_memcpy(p->id.saddr, &ip6->saddr, 16);
+	__builtin_memcpy(p->id.daddr, &ip6->daddr, 16);
+	p->id.ip_id = bpf_ntohl(*(u32 *)ip6) & 0xfffff; /* the flow label */
+	p->id.tot_len = bpf_htons(bpf_ntohs(ip6->payload_len) + sizeof(*ip6));
+	nexthdr = ip6->nexthdr;
 #pragma unroll
 	for (i = 0; i < IPV6_EXT_MAX; i++) {
 		u8 ext[8];
@@ -233,7 +264,7 @@ static __always_inline int parse_ipv6(void *skb, void *data, struct pkt *p)
 		nexthdr = ext[0];
 	}
 	p->id.proto = nexthdr;
-	if (first && parse_l4(p, data + off, nexthdr, 1) != PARSE_OK)
+	if (first && parse_l4(p, data + off, nexthdr, 1, pre) != PARSE_OK)
 		return PARSE_FAIL;
 	if (first && nexthdr == IPPROTO_UDP) {
 		/* Datagrams of one flow differ in their payload only: its first 8
@@ -242,7 +273,7 @@ static __always_inline int parse_ipv6(void *skb, void *data, struct pkt *p)
 		u32 len[2] = {}, pl[2] = {};
 
 		_Static_assert(OFF_SKB_DATA_LEN == OFF_SKB_LEN + 4, "sk_buff: len, data_len");
-		if (!KREAD(len, skb + OFF_SKB_LEN) && len[0] - len[1] >= off + 16 &&
+		if (!KREAD(len, skb + OFF_SKB_LEN) && len[0] - len[1] >= base + off + 16 &&
 		    !KREAD(pl, data + off + 8)) {
 			p->id.seq = pl[0];
 			p->id.ack = pl[1];
@@ -256,20 +287,167 @@ static __always_inline int parse_ipv6(void *skb, void *data, struct pkt *p)
 	return PARSE_OK;
 }
 
-static __always_inline int parse(void *skb, struct pkt *p)
+/* ETH_P_TEB (0x6558): Geneve's protocol type for an Ethernet frame */
+#define VXLAN_FLAG_VNI 0x08 /* the I flag: the VNI is valid */
+#define TUNNEL_HDR_LEN 8    /* VXLAN's header, Geneve's without its options */
+
+static __always_inline u32 tunnel_type_of(struct config *cfg, u16 dport)
+{
+	u32 i;
+
+#pragma unroll
+	for (i = 0; i < MAX_TUNNEL_PORTS; i++)
+		if (cfg->tunnel_port[i] == dport)
+			return cfg->tunnel_type[i];
+	return TUNNEL_NONE;
+}
+
+union ip_hdr {
+	struct iphdr v4;
+	struct ipv6hdr v6;
+};
+
+/* The IP header at `data` into *h, its version checked */
+static __always_inline int read_ip(void *data, u16 proto, union ip_hdr *h)
+{
+	if (proto == bpf_htons(ETH_P_IP))
+		return bpf_probe_read_kernel(&h->v4, sizeof(h->v4), data) || h->v4.version != 4 ||
+			       h->v4.ihl < 5
+			   ? PARSE_FAIL
+			   : PARSE_OK;
+	return bpf_probe_read_kernel(&h->v6, sizeof(h->v6), data) || h->v6.version != 6 ? PARSE_FAIL
+											: PARSE_OK;
+}
+
+/* The outer packet in *h is a UDP datagram (its ports in `ports`, its
+ * header at udp) to a tunnel port of `type`: find the inner IP header past
+ * the VXLAN or Geneve header and the inner Ethernet frame (up to two
+ * 802.1Q / 802.1ad tags) and keep the outer headers in *outer. PARSE_OK:
+ * *data, *base (its offset from skb->data) and *proto moved to the inner
+ * header. PARSE_NOT_IP, nothing changed: no tunnel packet after all, or a
+ * non-IP inner frame (measured as the outer datagram). */
+static __always_inline int tunnel_inner(u32 type, union ip_hdr *h, u32 ports, u8 *udp, void **data,
+					u32 *base, u16 *proto, struct tunnel_hdr *outer)
+{
+	u8 hdr[TUNNEL_HDR_LEN], eth[ETH_HLEN + 8];
+	u32 off = 8 + TUNNEL_HDR_LEN, vni, inner;
+
+	if (bpf_probe_read_kernel(hdr, sizeof(hdr), udp + 8))
+		return PARSE_FAIL;
+	vni = (u32)hdr[4] << 16 | (u32)hdr[5] << 8 | hdr[6];
+	if (type == TUNNEL_VXLAN) {
+		if (!(hdr[0] & VXLAN_FLAG_VNI))
+			return PARSE_NOT_IP;
+		inner = ETH_P_TEB;
+	} else {
+		if (hdr[0] >> 6) /* Geneve version 0 only */
+			return PARSE_NOT_IP;
+		off += (hdr[0] & 0x3f) * 4; /* the options */
+		inner = (u32)hdr[2] << 8 | hdr[3];
+	}
+	if (inner == ETH_P_TEB) {
+		if (bpf_probe_read_kernel(eth, sizeof(eth), udp + off))
+			return PARSE_FAIL;
+		inner = (u32)eth[12] << 8 | eth[13];
+		off += ETH_HLEN;
+		if (inner == ETH_P_8021Q || inner == ETH_P_8021AD) {
+			inner = (u32)eth[16] << 8 | eth[17];
+			off += 4;
+		}
+		if (inner == ETH_P_8021Q || inner == ETH_P_8021AD) {
+			inner = (u32)eth[20] << 8 | eth[21];
+			off += 4;
+		}
+	}
+	if (inner != ETH_P_IP && inner != ETH_P_IPV6)
+		return PARSE_NOT_IP;
+	if (*proto == bpf_htons(ETH_P_IP)) {
+		outer->saddr[0] = h->v4.saddr;
+		outer->daddr[0] = h->v4.daddr;
+		outer->family = 4;
+	} else {
+		__builtin_memcpy(outer->saddr, &h->v6.saddr, sizeof(outer->saddr));
+		__builtin_memcpy(outer->daddr, &h->v6.daddr, sizeof(outer->daddr));
+		outer->family = 6;
+	}
+	outer->tunnel = type << TUNNEL_TYPE_SHIFT | vni;
+	outer->sport = bpf_ntohs((u16)ports);
+	outer->dport = bpf_ntohs((u16)(ports >> 16));
+	*base += (udp - (u8 *)*data) + off;
+	*data = udp + off;
+	*proto = bpf_htons(inner);
+	return PARSE_OK;
+}
+
+/* `cfg`: its tunnel ports (NULL: none). A VXLAN or Geneve packet is found
+ * before the IP parse, with straight-line code: the one parse then reads
+ * the inner packet, and the verifier meets every outer header's path at
+ * the same instructions (a second parser after the first multiplied its
+ * paths past Linux 6.1's limit, and 6.1 refuses a loop that shares one). */
+static __always_inline int parse(void *skb, struct config *cfg, struct pkt *p)
 {
 	u16 eth_proto = 0;
 	void *data = 0;
-	int r;
+	u32 base = 0;
+	union ip_hdr h;
+	u64 pre = 0;
+	int r, i;
 
-	if (KREAD(eth_proto, skb + OFF_SKB_PROTOCOL) ||
-	    (eth_proto != bpf_htons(ETH_P_IP) && eth_proto != bpf_htons(ETH_P_IPV6)))
+	if (KREAD(eth_proto, skb + OFF_SKB_PROTOCOL))
 		return PARSE_NOT_IP;
 	/* At S1, S2 and S3 skb->data points at the IP header: eth_type_trans()
-	 * ran before netif_rx()/netif_receive_skb() on every Ethernet path. */
+	 * ran before netif_rx()/netif_receive_skb() on every Ethernet path;
+	 * past a VLAN tag the device did not strip itself. */
 	if (KREAD(data, skb + OFF_SKB_DATA) || !data)
 		return PARSE_FAIL;
-	r = eth_proto == bpf_htons(ETH_P_IP) ? parse_ipv4(data, p) : parse_ipv6(skb, data, p);
+#pragma unroll
+	for (i = 0; i < 2; i++) {
+		u16 tag[2];
+
+		if (eth_proto != bpf_htons(ETH_P_8021Q) && eth_proto != bpf_htons(ETH_P_8021AD))
+			break;
+		if (KREAD(tag, data + base))
+			return PARSE_FAIL;
+		eth_proto = tag[1];
+		base += 4;
+	}
+	if (eth_proto != bpf_htons(ETH_P_IP) && eth_proto != bpf_htons(ETH_P_IPV6))
+		return PARSE_NOT_IP;
+	data += base;
+	if (read_ip(data, eth_proto, &h) != PARSE_OK)
+		return PARSE_FAIL;
+	if (cfg) {
+		u32 l4 = 0, ports, type;
+
+		/* a UDP header right after the IP header (tunnels use no IPv6
+		 * extension headers): its ports, for the tunnel ports' check and
+		 * parse_l4 */
+		if (eth_proto == bpf_htons(ETH_P_IP)) {
+			if (h.v4.protocol == IPPROTO_UDP && !(h.v4.frag_off & bpf_htons(0x1fff)))
+				l4 = h.v4.ihl * 4;
+		} else if (h.v6.nexthdr == IPPROTO_UDP) {
+			l4 = sizeof(h.v6);
+		}
+		if (l4) {
+			if (KREAD(ports, data + l4))
+				return PARSE_FAIL;
+			pre = PRE_PORTS | ports;
+			type = tunnel_type_of(cfg, bpf_ntohs((u16)(ports >> 16)));
+			if (type != TUNNEL_NONE) {
+				r = tunnel_inner(type, &h, ports, (u8 *)data + l4, &data, &base,
+						 &eth_proto, &p->outer);
+				if (r == PARSE_FAIL)
+					return r;
+				if (r == PARSE_OK) {
+					pre = 0;
+					if (read_ip(data, eth_proto, &h) != PARSE_OK)
+						return PARSE_FAIL;
+				}
+			}
+		}
+	}
+	r = eth_proto == bpf_htons(ETH_P_IP) ? parse_ipv4(data, &h.v4, p, pre)
+					     : parse_ipv6(skb, data, &h.v6, base, p, pre);
 	if (r != PARSE_OK)
 		return r;
 	p->fingerprint = mix32(p->flow_fp, p->id.tot_len);
@@ -413,9 +591,10 @@ static __always_inline void record(struct config *cfg, u32 slot, u32 stage, u64 
 	update_max(cfg->epoch, slot, stage, ns);
 }
 
-static __always_inline void record_hop(struct config *cfg, u32 from, u32 to, u32 kind, u64 ns)
+static __always_inline void record_hop(struct config *cfg, u32 from, u32 to, u32 kind, u32 tunnel,
+				       u64 ns)
 {
-	struct hop_key k = {.from = from, .to = to, .kind = kind};
+	struct hop_key k = {.from = from, .to = to, .kind = kind, .tunnel = tunnel};
 	struct hist *h = hop_hists.lookup(&k);
 	u64 *m;
 
@@ -439,17 +618,32 @@ static __always_inline void record_hop(struct config *cfg, u32 from, u32 to, u32
 		*m = ns;
 }
 
+/* A slow packet's event, built in a per-CPU buffer (too big for the BPF
+ * stack next to the packet's own state) and only once the rate limit lets
+ * it through. */
+BPF_PERCPU_ARRAY(event_buf, struct slow_event, 1);
+
+struct slow_times {
+	u64 start_ns; /* the stage's start: S1, S2 on the interface before, or S2 */
+	u64 end_ns;
+	u32 from_slot;
+	u32 start_cpu;
+	u32 queue_depth; /* ~0: not sampled */
+	u32 stage;	 /* THRESHOLD_* */
+};
+
 static __always_inline void slow_packet(void *ctx, struct config *cfg, struct counters *c,
-					struct slow_event *ev)
+					struct pkt *p, u32 slot, struct slow_times *t)
 {
 	u32 zero = 0;
 	struct budget *b = budgets.lookup(&zero);
+	struct slow_event *ev;
 
 	c->slow++;
 	if (!b)
 		return;
-	if (ev->ts_receive_ns - b->window_ns >= 1000000000ULL) {
-		b->window_ns = ev->ts_receive_ns;
+	if (t->end_ns - b->window_ns >= 1000000000ULL) {
+		b->window_ns = t->end_ns;
 		b->used = 0;
 	}
 	if (b->used >= cfg->events_per_cpu_s) {
@@ -457,6 +651,21 @@ static __always_inline void slow_packet(void *ctx, struct config *cfg, struct co
 		return;
 	}
 	b->used++;
+	ev = event_buf.lookup(&zero);
+	if (!ev)
+		return;
+	ev->ts_enqueue_ns = t->start_ns;
+	ev->ts_receive_ns = t->end_ns;
+	ev->id = p->id;
+	ev->sport = p->sport;
+	ev->dport = p->dport;
+	ev->slot = slot;
+	ev->from_slot = t->from_slot;
+	ev->enqueue_cpu = t->start_cpu;
+	ev->receive_cpu = bpf_get_smp_processor_id();
+	ev->queue_depth = t->queue_depth;
+	ev->stage = t->stage;
+	ev->outer = p->outer;
 	ev->stack_id = stacks.get_stackid(ctx, 0);
 	ev->pid = bpf_get_current_pid_tgid();
 	bpf_get_current_comm(&ev->comm, sizeof(ev->comm));
@@ -501,8 +710,9 @@ static __always_inline void hop_arrive(void *ctx, struct config *cfg, struct cou
 	struct hop_mark *mark;
 	u32 idx;
 
-	f->origin_ns = now;
-	f->origin_slot = slot;
+	f->origin.ns = now;
+	f->origin.slot = slot;
+	f->origin.tunnel = p->outer.tunnel;
 	if (!(cfg->flags & F_HOPS))
 		return;
 	idx = hop_slot(p->fingerprint);
@@ -527,26 +737,23 @@ static __always_inline void hop_arrive(void *ctx, struct config *cfg, struct cou
 				fc->hops_lost += n;
 			}
 		}
-		record_hop(cfg, mark->slot, slot, HOP_TRANSIT, now - mark->ts_receive_ns);
-		f->origin_ns = mark->origin_ns;
-		f->origin_slot = mark->origin_slot;
+		f->origin = mark->origin;
+		if (!f->origin.tunnel) /* decapsulated on the way here: seen only now */
+			f->origin.tunnel = p->outer.tunnel;
+		record_hop(cfg, mark->slot, slot, HOP_TRANSIT, f->origin.tunnel,
+			   now - mark->ts_receive_ns);
 		if ((cfg->flags & F_THRESHOLD) &&
 		    (cfg->threshold_stages & (1 << THRESHOLD_TRANSIT)) &&
 		    now - mark->ts_receive_ns > cfg->threshold_ns) {
-			struct slow_event ev = {
-			    .ts_enqueue_ns = mark->ts_receive_ns,
-			    .ts_receive_ns = now,
-			    .id = p->id,
-			    .sport = p->sport,
-			    .dport = p->dport,
-			    .slot = slot,
+			struct slow_times t = {
+			    .start_ns = mark->ts_receive_ns,
+			    .end_ns = now,
 			    .from_slot = mark->slot,
-			    .enqueue_cpu = mark->cpu,
-			    .receive_cpu = bpf_get_smp_processor_id(),
+			    .start_cpu = mark->cpu,
 			    .queue_depth = ~0U,
 			    .stage = THRESHOLD_TRANSIT,
 			};
-			slow_packet(ctx, cfg, c, &ev);
+			slow_packet(ctx, cfg, c, p, slot, &t);
 		}
 	}
 	mark->ts_receive_ns = 0; /* consumed */
@@ -554,7 +761,7 @@ static __always_inline void hop_arrive(void *ctx, struct config *cfg, struct cou
 
 /* S2 on `slot`: leave a mark for the next interface this packet reaches. */
 static __always_inline void hop_leave(struct config *cfg, struct pkt *p, u32 slot, u64 now,
-				      u64 origin_ns, u32 origin_slot)
+				      struct origin *origin)
 {
 	struct hop_entry *e;
 	u32 idx, from;
@@ -582,9 +789,8 @@ static __always_inline void hop_leave(struct config *cfg, struct pkt *p, u32 slo
 	}
 	e->id = p->id;
 	e->mark.ts_receive_ns = now;
-	e->mark.origin_ns = origin_ns;
+	e->mark.origin = *origin;
 	e->mark.slot = slot;
-	e->mark.origin_slot = origin_slot;
 	e->mark.cpu = bpf_get_smp_processor_id();
 	e->mark.fingerprint = p->fingerprint;
 }
@@ -652,11 +858,14 @@ static __always_inline s32 on_enqueue(void *ctx, void *skb, s32 target_cpu, u32 
 	struct iface_val *iv;
 	struct counters *c;
 	struct config *cfg;
-	struct pkt p = {};
+	struct pkt *p;
 	u32 slot, zero = 0, cpu;
 	int r;
 
 	dbg_global(POINT_S1, DBG_PROBE_ENTRY);
+	p = pkt_buf(PKT_S1 + tentative);
+	if (!p)
+		return -1;
 	iv = iface_of(skb);
 	if (!iv)
 		return -1;
@@ -667,7 +876,7 @@ static __always_inline s32 on_enqueue(void *ctx, void *skb, s32 target_cpu, u32 
 		return -1;
 	DBG(c, POINT_S1, DBG_HANDLE_ENTRY);
 	DBG(c, POINT_S1, DBG_PARSE_ENTRY);
-	r = parse(skb, &p);
+	r = parse(skb, cfg, p);
 	if (r == PARSE_NOT_IP)
 		return -1;
 	if (r == PARSE_FAIL) {
@@ -675,30 +884,30 @@ static __always_inline s32 on_enqueue(void *ctx, void *skb, s32 target_cpu, u32 
 		return -1;
 	}
 	DBG(c, POINT_S1, DBG_PARSE_SUCCESS);
-	if (filtered(cfg, &p, c, POINT_S1))
+	if (filtered(cfg, p, c, POINT_S1))
 		return -1;
 
 	cpu = bpf_get_smp_processor_id();
 	u64 now = bpf_ktime_get_ns();
 	struct flow f = {
 	    .ts_enqueue_ns = now,
-	    .fingerprint = p.flow_fp,
+	    .fingerprint = p->flow_fp,
 	    .slot = slot,
 	    .enqueue_cpu = cpu,
 	    .tentative = tentative,
 	    .queue_depth = ~0U,
 	};
-	hop_arrive(ctx, cfg, c, &p, slot, now, &f);
+	hop_arrive(ctx, cfg, c, p, slot, now, &f);
 	if (target_cpu < 0 && (iv->flags & IFACE_NO_RPS))
 		target_cpu = cpu;
 	if (tentative == FLOW_TENTATIVE_NAPI && rps_steers(skb))
 		f.tentative = FLOW_NAPI_RPS;
 	if (!tentative)
-		count_enqueue(cfg, c, slot, target_cpu, &f, p.id.family == 6);
+		count_enqueue(cfg, c, slot, target_cpu, &f, p->id.family == 6);
 	u64 key = (u64)skb;
 	flows.update(&key, &f);
 	DBG(c, POINT_S1, DBG_FLOW_CREATE);
-	return slot | (p.id.family == 6 ? ENQ_IPV6 : 0);
+	return slot | (p->id.family == 6 ? ENQ_IPV6 : 0);
 }
 
 /* netif_receive_skb() either receives in place (synchronously: a tap, a
@@ -738,8 +947,8 @@ static __always_inline void rx_reset(struct rx_state *r)
 	r->live = 0;
 }
 
-static __always_inline void rx_push(struct rx_state *r, u64 skb, u64 now, u64 origin_ns, u32 slot,
-				    u32 origin_slot)
+static __always_inline void rx_push(struct rx_state *r, u64 skb, u64 now, u32 slot,
+				    struct origin *origin)
 {
 	struct last_receive *e = &r->e[r->n & (RX_RING - 1)];
 
@@ -749,9 +958,8 @@ static __always_inline void rx_push(struct rx_state *r, u64 skb, u64 now, u64 or
 		r->live--;
 	e->skb = skb;
 	e->ts_receive_ns = now;
-	e->origin_ns = origin_ns;
+	e->origin = *origin;
 	e->slot = slot;
-	e->origin_slot = origin_slot;
 	r->n++;
 	r->live++;
 }
@@ -806,11 +1014,15 @@ static __always_inline void on_receive(void *ctx, void *skb, int list)
 	struct counters *c;
 	struct config *cfg;
 	struct flow *f;
-	struct pkt p = {};
-	u32 slot, zero = 0, cpu, enqueue_cpu, origin_slot, queue_depth;
-	u64 key = (u64)skb, now, ts, origin_ns;
+	struct pkt *p;
+	u32 slot, zero = 0, cpu, enqueue_cpu, queue_depth;
+	u64 key = (u64)skb, now, ts;
+	struct origin origin;
 
 	dbg_global(POINT_S2, DBG_PROBE_ENTRY);
+	p = pkt_buf(PKT_S2 + !!list);
+	if (!p)
+		return;
 	/* Any other receive ends the S2 -> S3 window of the ones before it on
 	 * this CPU. Else a packet that never reached ip_rcv() (dropped as
 	 * PACKET_OTHERHOST, taken by an rx_handler) leaves an entry that a
@@ -842,15 +1054,15 @@ static __always_inline void on_receive(void *ctx, void *skb, int list)
 		goto untracked;
 	DBG(c, POINT_S2, DBG_HANDLE_ENTRY);
 	DBG(c, POINT_S2, DBG_PARSE_ENTRY);
-	if (parse(skb, &p) != PARSE_OK)
+	if (parse(skb, cfg, p) != PARSE_OK)
 		goto untracked; /* counted at S1 */
 	DBG(c, POINT_S2, DBG_PARSE_SUCCESS);
-	if (filtered(cfg, &p, c, POINT_S2))
+	if (filtered(cfg, p, c, POINT_S2))
 		goto untracked;
 	DBG(c, POINT_S2, DBG_FLOW_LOOKUP);
 	f = flows.lookup(&key);
 	now = bpf_ktime_get_ns();
-	if (f && (f->fingerprint != p.flow_fp || f->slot != slot)) {
+	if (f && (f->fingerprint != p->flow_fp || f->slot != slot)) {
 		/* a recycled sk_buff's record: another packet's */
 		flows.delete(&key);
 		f = 0;
@@ -860,7 +1072,7 @@ static __always_inline void on_receive(void *ctx, void *skb, int list)
 		/* S1 was GRO's entry, and RPS put it in a backlog on the way (no
 		 * tracepoint there: counted now) */
 		c->enqueued++;
-		c->ipv6_enqueued += p.id.family == 6;
+		c->ipv6_enqueued += p->id.family == 6;
 		goto received;
 	}
 	/* S1 was GRO's entry and no RPS: a list receive (GRO may flush it
@@ -878,19 +1090,19 @@ static __always_inline void on_receive(void *ctx, void *skb, int list)
 		if (f && f->tentative != FLOW_CERTAIN) {
 			/* tracepoint: S1 ran where the transit to this interface
 			 * ended (netif_receive_skb or GRO entry) */
-			arrival.origin_ns = f->origin_ns;
-			arrival.origin_slot = f->origin_slot;
+			arrival.origin = f->origin;
 		} else {
 			/* kprobe/fentry: S2 is where it ends */
-			hop_arrive(ctx, cfg, c, &p, slot, now, &arrival);
+			hop_arrive(ctx, cfg, c, p, slot, now, &arrival);
 		}
 		if (f)
 			flows.delete(&key);
 		c->received_sync++;
-		c->ipv6_received_sync += p.id.family == 6;
+		c->ipv6_received_sync += p->id.family == 6;
+		c->encapsulated += !!p->outer.tunnel;
 		c->segments += skb_segments(skb);
-		rx_push(r, key, now, arrival.origin_ns, slot, arrival.origin_slot);
-		hop_leave(cfg, &p, slot, now, arrival.origin_ns, arrival.origin_slot);
+		rx_push(r, key, now, slot, &arrival.origin);
+		hop_leave(cfg, p, slot, now, &arrival.origin);
 		return;
 	}
 	if (!f) {
@@ -901,8 +1113,8 @@ static __always_inline void on_receive(void *ctx, void *skb, int list)
 		c->flow_lookup_failures++;
 		/* It still ends a transit to this interface and may travel on,
 		 * its journey's origin inherited. */
-		hop_arrive(ctx, cfg, c, &p, slot, now, &arrival);
-		hop_leave(cfg, &p, slot, now, arrival.origin_ns, arrival.origin_slot);
+		hop_arrive(ctx, cfg, c, p, slot, now, &arrival);
+		hop_leave(cfg, p, slot, now, &arrival.origin);
 		return;
 	}
 #ifdef BACKEND_TRACEPOINT
@@ -912,8 +1124,7 @@ received:
 	ts = f->ts_enqueue_ns;
 	enqueue_cpu = f->enqueue_cpu;
 	queue_depth = f->queue_depth;
-	origin_ns = f->origin_ns;
-	origin_slot = f->origin_slot;
+	origin = f->origin;
 	flows.delete(&key);
 
 	cpu = bpf_get_smp_processor_id();
@@ -921,28 +1132,25 @@ received:
 	 * only when that counter moved (engine/collector.py) */
 	record(cfg, slot, STAGE_ENQUEUE_TO_RECEIVE, now - ts);
 	c->received++;
-	c->ipv6_received += p.id.family == 6;
+	c->ipv6_received += p->id.family == 6;
+	c->encapsulated += !!p->outer.tunnel;
 	c->segments += skb_segments(skb);
 	if (cpu != enqueue_cpu)
 		c->cross_cpu++;
 	if ((cfg->flags & F_THRESHOLD) &&
 	    (cfg->threshold_stages & (1 << THRESHOLD_ENQUEUE_TO_RECEIVE)) &&
 	    now - ts > cfg->threshold_ns) {
-		struct slow_event ev = {
-		    .ts_enqueue_ns = ts,
-		    .ts_receive_ns = now,
-		    .id = p.id,
-		    .sport = p.sport,
-		    .dport = p.dport,
-		    .slot = slot,
-		    .enqueue_cpu = enqueue_cpu,
-		    .receive_cpu = cpu,
+		struct slow_times t = {
+		    .start_ns = ts,
+		    .end_ns = now,
+		    .start_cpu = enqueue_cpu,
 		    .queue_depth = queue_depth,
+		    .stage = THRESHOLD_ENQUEUE_TO_RECEIVE,
 		};
-		slow_packet(ctx, cfg, c, &ev);
+		slow_packet(ctx, cfg, c, p, slot, &t);
 	}
-	rx_push(r, key, now, origin_ns, slot, origin_slot);
-	hop_leave(cfg, &p, slot, now, origin_ns, origin_slot);
+	rx_push(r, key, now, slot, &origin);
+	hop_leave(cfg, p, slot, now, &origin);
 	DBG(c, POINT_S2, DBG_LATENCY_SUBMIT);
 	return;
 
@@ -974,7 +1182,7 @@ static __always_inline void on_ip(void *ctx, void *skb, int v6)
 	 * program, which may not read kernel memory. */
 	{
 		struct iface_val *iv = iface_of(skb);
-		struct pkt dp = {};
+		struct pkt *dp = pkt_buf(PKT_S3);
 		struct counters *dc;
 
 		if (!iv)
@@ -986,10 +1194,10 @@ static __always_inline void on_ip(void *ctx, void *skb, int v6)
 			return;
 		DBG(dc, POINT_S3, DBG_HANDLE_ENTRY);
 		DBG(dc, POINT_S3, DBG_PARSE_ENTRY);
-		if (parse(skb, &dp) != PARSE_OK)
+		if (!dp || parse(skb, cfg, dp) != PARSE_OK)
 			return;
 		DBG(dc, POINT_S3, DBG_PARSE_SUCCESS);
-		if (filtered(cfg, &dp, dc, POINT_S3))
+		if (filtered(cfg, dp, dc, POINT_S3))
 			return;
 		DBG(dc, POINT_S3, DBG_FLOW_LOOKUP);
 	}
@@ -1012,8 +1220,9 @@ static __always_inline void on_ip(void *ctx, void *skb, int v6)
 	now = bpf_ktime_get_ns();
 	took = now - lr->ts_receive_ns;
 	record(cfg, slot, STAGE_RECEIVE_TO_IP, took); /* with ip_rcv, as above */
-	if (lr->origin_slot != slot)
-		record_hop(cfg, lr->origin_slot, slot, HOP_E2E, now - lr->origin_ns);
+	if (lr->origin.slot != slot)
+		record_hop(cfg, lr->origin.slot, slot, HOP_E2E, lr->origin.tunnel,
+			   now - lr->origin.ns);
 	c->ip_rcv++;
 	c->ipv6_ip_rcv += v6;
 	DBG(c, POINT_S3, DBG_LATENCY_SUBMIT);
@@ -1022,25 +1231,19 @@ static __always_inline void on_ip(void *ctx, void *skb, int v6)
 	 * runs inside S2's call), so the headers are read again only then. */
 	if ((cfg->flags & F_THRESHOLD) &&
 	    (cfg->threshold_stages & (1 << THRESHOLD_RECEIVE_TO_IP)) && took > cfg->threshold_ns) {
-		struct pkt p = {};
-		u32 cpu = bpf_get_smp_processor_id();
+		struct pkt *p = pkt_buf(PKT_S3);
 
-		if (parse(skb, &p) != PARSE_OK)
+		if (!p || parse(skb, cfg, p) != PARSE_OK)
 			return;
-		struct slow_event ev = {
-		    .ts_enqueue_ns = lr->ts_receive_ns,
-		    .ts_receive_ns = now,
-		    .id = p.id,
-		    .sport = p.sport,
-		    .dport = p.dport,
-		    .slot = slot,
+		struct slow_times t = {
+		    .start_ns = lr->ts_receive_ns,
+		    .end_ns = now,
 		    .from_slot = slot,
-		    .enqueue_cpu = cpu,
-		    .receive_cpu = cpu,
+		    .start_cpu = bpf_get_smp_processor_id(), /* S3 runs where S2 did */
 		    .queue_depth = ~0U,
 		    .stage = THRESHOLD_RECEIVE_TO_IP,
 		};
-		slow_packet(ctx, cfg, c, &ev);
+		slow_packet(ctx, cfg, c, p, slot, &t);
 	}
 #endif
 }
@@ -1089,9 +1292,13 @@ int drop_kfree_skb(struct bpf_raw_tracepoint_args *ctx)
 	struct drop_key k = {};
 	struct counters *c;
 	struct iface_val *iv;
-	struct pkt p = {};
+	struct pkt *p;
+	u32 zero = 0;
 
 	if (!f)
+		return 0;
+	p = pkt_buf(PKT_DROP);
+	if (!p)
 		return 0;
 	/* Only that very packet's free is its drop. A record whose packet left
 	 * unseen (README's tap-RPS limit: S2 never ran for it) stays behind, and
@@ -1100,8 +1307,8 @@ int drop_kfree_skb(struct bpf_raw_tracepoint_args *ctx)
 	 * That is no drop of this interface; the record's packet stays in
 	 * flight. Parsed only here, for a tracked address: drops are rare. */
 	iv = iface_of((void *)key);
-	if (!iv || iv->slot != f->slot || parse((void *)key, &p) != PARSE_OK ||
-	    p.flow_fp != f->fingerprint) {
+	if (!iv || iv->slot != f->slot || parse((void *)key, config.lookup(&zero), p) != PARSE_OK ||
+	    p->flow_fp != f->fingerprint) {
 		flows.delete(&key);
 		return 0;
 	}
@@ -1116,7 +1323,7 @@ int drop_kfree_skb(struct bpf_raw_tracepoint_args *ctx)
 		c->dropped++;
 		if (f->tentative >= FLOW_TENTATIVE_NAPI) {
 			c->enqueued++;
-			c->ipv6_enqueued += p.id.family == 6;
+			c->ipv6_enqueued += p->id.family == 6;
 		}
 	}
 	flows.delete(&key);

@@ -76,6 +76,17 @@ struct iface_val {
 #define F_PORTS_EITHER (1 << 7) /* a port filter matches either port (the seed tools') */
 #define F_FAMILY (1 << 8)	/* only packets of config.family */
 
+/* Tunnels whose inner packet is parsed (filters, hops): the UDP destination
+ * ports of config.tunnel_port, of config.tunnel_type's type. A packet's
+ * tunnel travels as one word: type << TUNNEL_TYPE_SHIFT | VNI (0: none). */
+enum tunnel_type {
+	TUNNEL_NONE = 0,
+	TUNNEL_VXLAN = 1,
+	TUNNEL_GENEVE = 2,
+};
+#define TUNNEL_TYPE_SHIFT 24
+#define MAX_TUNNEL_PORTS 8
+
 /* Address filters: --src-ip/--dst-ip networks, IPv4 and IPv6 in one longest
  * prefix match trie each (src_nets, dst_nets). The family leads the key so
  * that one trie holds both: prefixlen = 32 + the network's prefix length. */
@@ -98,6 +109,8 @@ struct config {
 	__u64 threshold_ns;	/* a stage above this is a slow packet */
 	__u32 events_per_cpu_s; /* slow-packet events sent per CPU per second */
 	__u32 threshold_stages; /* bit (1 << THRESHOLD_*) per stage threshold_ns applies to */
+	__u16 tunnel_port[MAX_TUNNEL_PORTS]; /* host byte order; 0: unused */
+	__u8 tunnel_type[MAX_TUNNEL_PORTS];  /* enum tunnel_type of each port */
 };
 
 enum threshold_stage {
@@ -124,6 +137,8 @@ struct counters {
 	__u64 events_suppressed; /* slow, but over the event rate limit */
 	__u64 dropped;		 /* enqueued, then freed by kfree_skb() before S2 */
 	__u64 hops_lost;	 /* marks left here overwritten before the next S1 (below) */
+	__u64 encapsulated;	 /* of the packets received (both kinds), those that came in a
+				  * VXLAN or Geneve tunnel: filters and hops used the inner packet */
 	/* IPv6's share of enqueued, received, received_sync and ip_rcv (IPv4's
 	 * is the rest) */
 	__u64 ipv6_enqueued;
@@ -144,17 +159,26 @@ struct hist {
 	__u64 sum_ns;
 };
 
+/* Where a packet's journey across monitored interfaces began: S1 (or S2) on
+ * the first one it crossed, and the tunnel it arrived in there, if any
+ * (carried on, so every later hop names it). */
+struct origin {
+	__u64 ns;
+	__u32 slot;
+	__u32 tunnel; /* type << TUNNEL_TYPE_SHIFT | VNI; 0: not encapsulated */
+};
+
 /* A packet between S1 and S2, keyed by its sk_buff address. The fingerprint
  * guards against a recycled sk_buff being taken for an earlier packet. */
 struct flow {
 	__u64 ts_enqueue_ns;
-	__u64 origin_ns; /* S1 (or S2) on the first monitored interface it crossed */
+	struct origin origin;
 	__u32 fingerprint;
 	__u32 slot;
 	__u32 enqueue_cpu;
 	__u32 queue_depth;
 	__u32 tentative; /* tracepoint backend: FLOW_TENTATIVE_* (bpf/ovslat.bpf.c) */
-	__u32 origin_slot;
+	__u32 pad;
 };
 
 /* A packet seen at S2, waiting for its S3 on the same CPU (struct rx_state
@@ -163,18 +187,20 @@ struct flow {
 struct last_receive {
 	__u64 skb;
 	__u64 ts_receive_ns;
-	__u64 origin_ns;
+	struct origin origin;
 	__u32 slot;
-	__u32 origin_slot;
+	__u32 pad;
 };
 
 /* Per-hop correlation. The same packet is a different sk_buff once OVS's
  * userspace datapath re-injects it, so packets are matched across
- * interfaces by headers OVS does not rewrite. NAT and encapsulation change
- * them: such hops are not seen. IPv6 has no IP id: the flow label, the TCP
- * sequence and acknowledgement numbers, or a UDP datagram's first 8 payload
- * bytes tell its packets apart (never a checksum: offload leaves it partial
- * on one interface and complete on the next). */
+ * interfaces by headers OVS does not rewrite. NAT changes them: a hop
+ * across NAT is not seen. A VXLAN or Geneve packet is known by its inner
+ * packet's headers, which decapsulation leaves as they were. IPv6 has no IP
+ * id: the flow label, the TCP sequence and acknowledgement numbers, or a UDP
+ * datagram's first 8 payload bytes tell its packets apart (never a
+ * checksum: offload leaves it partial on one interface and complete on the
+ * next). */
 struct pkt_id {
 	__u32 saddr[4]; /* IPv4: saddr[0], the rest 0 */
 	__u32 daddr[4];
@@ -194,11 +220,11 @@ struct pkt_id {
  * that packet's hop is lost, unless it left through an unmeasured interface. */
 struct hop_mark {
 	__u64 ts_receive_ns; /* 0: consumed by the next interface's S1 */
-	__u64 origin_ns;
+	struct origin origin;
 	__u32 slot;
-	__u32 origin_slot;
 	__u32 cpu;
 	__u32 fingerprint; /* the packet's again: rejects an entry torn by two CPUs */
+	__u32 pad;
 };
 
 /* One slot of the direct-mapped table of marks, indexed by the packet's
@@ -218,7 +244,18 @@ struct hop_key {
 	__u16 from;
 	__u16 to;
 	__u16 kind;
-	__u16 half; /* maxima only: epoch & 1 */
+	__u16 half;   /* maxima only: epoch & 1 */
+	__u32 tunnel; /* struct origin.tunnel of the packets on this hop */
+};
+
+/* An encapsulated packet's outer headers (slow-packet events). */
+struct tunnel_hdr {
+	__u32 saddr[4]; /* IPv4: saddr[0], the rest 0 */
+	__u32 daddr[4];
+	__u32 tunnel; /* type << TUNNEL_TYPE_SHIFT | VNI; 0: not encapsulated */
+	__u16 sport;  /* host byte order */
+	__u16 dport;
+	__u32 family; /* 4 or 6 */
 };
 
 /* A slow packet, sent to user space (threshold mode only). */
@@ -236,6 +273,7 @@ struct slow_event {
 	__u32 pid;
 	__u32 stage;	 /* THRESHOLD_* */
 	__u32 from_slot; /* transit: the interface the packet came from */
+	struct tunnel_hdr outer;
 	char comm[16];
 };
 

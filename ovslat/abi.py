@@ -60,6 +60,12 @@ class HopKind(IntEnum):  # enum hop_kind, HOP_*
     E2E = 1
 
 
+class TunnelType(IntEnum):  # enum tunnel_type, TUNNEL_*
+    NONE = 0
+    VXLAN = 1
+    GENEVE = 2
+
+
 class ConfigFlag(IntFlag):  # struct config.flags, F_*
     SRC_IP = 1 << 0
     DST_IP = 1 << 1
@@ -86,6 +92,8 @@ NDBG = len(DebugCounter)
 NBUCKETS = 160
 HOP_SLOTS = 16384
 MAX_NETS = 256  # networks per address filter (src_nets, dst_nets)
+MAX_TUNNEL_PORTS = 8  # UDP ports whose packets' inner headers are parsed
+TUNNEL_TYPE_SHIFT = 24  # a tunnel word: type << TUNNEL_TYPE_SHIFT | VNI
 
 # The words used everywhere (C enum, JSON keys, table columns, YAML).
 STAGES = tuple(s.name.lower() for s in Stage)
@@ -113,6 +121,8 @@ class Config(ctypes.Structure):
         ("threshold_ns", u64),
         ("events_per_cpu_s", u32),
         ("threshold_stages", u32),  # bit (1 << ThresholdStage) each
+        ("tunnel_port", u16 * MAX_TUNNEL_PORTS),
+        ("tunnel_type", u8 * MAX_TUNNEL_PORTS),  # TunnelType each
     ]
 
 
@@ -132,6 +142,7 @@ class Counters(ctypes.Structure):
         ("events_suppressed", u64),
         ("dropped", u64),
         ("hops_lost", u64),
+        ("encapsulated", u64),
         ("ipv6_enqueued", u64),
         ("ipv6_received", u64),
         ("ipv6_received_sync", u64),
@@ -152,16 +163,20 @@ class Hist(ctypes.Structure):
     _fields_ = [("buckets", u64 * NBUCKETS), ("sum_ns", u64)]
 
 
+class Origin(ctypes.Structure):
+    _fields_ = [("ns", u64), ("slot", u32), ("tunnel", u32)]
+
+
 class Flow(ctypes.Structure):
     _fields_ = [
         ("ts_enqueue_ns", u64),
-        ("origin_ns", u64),
+        ("origin", Origin),
         ("fingerprint", u32),
         ("slot", u32),
         ("enqueue_cpu", u32),
         ("queue_depth", u32),
         ("tentative", u32),
-        ("origin_slot", u32),
+        ("pad", u32),
     ]
 
 
@@ -169,9 +184,9 @@ class LastReceive(ctypes.Structure):
     _fields_ = [
         ("skb", u64),
         ("ts_receive_ns", u64),
-        ("origin_ns", u64),
+        ("origin", Origin),
         ("slot", u32),
-        ("origin_slot", u32),
+        ("pad", u32),
     ]
 
 
@@ -196,11 +211,11 @@ class PktId(ctypes.Structure):
 class HopMark(ctypes.Structure):
     _fields_ = [
         ("ts_receive_ns", u64),
-        ("origin_ns", u64),
+        ("origin", Origin),
         ("slot", u32),
-        ("origin_slot", u32),
         ("cpu", u32),
         ("fingerprint", u32),
+        ("pad", u32),
     ]
 
 
@@ -209,7 +224,18 @@ class HopEntry(ctypes.Structure):
 
 
 class HopKey(ctypes.Structure):
-    _fields_ = [("from", u16), ("to", u16), ("kind", u16), ("half", u16)]
+    _fields_ = [("from", u16), ("to", u16), ("kind", u16), ("half", u16), ("tunnel", u32)]
+
+
+class TunnelHdr(ctypes.Structure):
+    _fields_ = [
+        ("saddr", u32 * 4),
+        ("daddr", u32 * 4),
+        ("tunnel", u32),
+        ("sport", u16),
+        ("dport", u16),
+        ("family", u32),
+    ]
 
 
 class SlowEvent(ctypes.Structure):
@@ -227,6 +253,7 @@ class SlowEvent(ctypes.Structure):
         ("pid", u32),
         ("stage", u32),
         ("from_slot", u32),
+        ("outer", TunnelHdr),
         ("comm", ctypes.c_char * 16),
     ]
 
@@ -244,9 +271,16 @@ ENUMS: dict[str, tuple[type[IntEnum], str, str | None]] = {
     "debug_counter": (DebugCounter, "DBG_", "NDBG"),
     "threshold_stage": (ThresholdStage, "THRESHOLD_", None),
     "hop_kind": (HopKind, "HOP_", None),
+    "tunnel_type": (TunnelType, "TUNNEL_", None),
 }
 FLAGS: dict[str, type[IntFlag]] = {"F_": ConfigFlag, "IFACE_": IfaceFlag}
-DEFINES = {"NBUCKETS": NBUCKETS, "HOP_SLOTS": HOP_SLOTS, "MAX_NETS": MAX_NETS}
+DEFINES = {
+    "NBUCKETS": NBUCKETS,
+    "HOP_SLOTS": HOP_SLOTS,
+    "MAX_NETS": MAX_NETS,
+    "MAX_TUNNEL_PORTS": MAX_TUNNEL_PORTS,
+    "TUNNEL_TYPE_SHIFT": TUNNEL_TYPE_SHIFT,
+}
 STRUCTS: dict[str, type[ctypes.Structure]] = {
     "iface_key": IfaceKey,
     "iface_val": IfaceVal,
@@ -257,6 +291,8 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "hist": Hist,
     "flow": Flow,
     "last_receive": LastReceive,
+    "origin": Origin,
+    "tunnel_hdr": TunnelHdr,
     "pkt_id": PktId,
     "hop_mark": HopMark,
     "hop_entry": HopEntry,
@@ -264,6 +300,15 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "slow_event": SlowEvent,
     "drop_key": DropKey,
 }
+
+
+def tunnel_of(word: int) -> tuple[str, int] | None:
+    """(type, VNI) of a tunnel word (struct origin.tunnel), None for 0."""
+    if not word:
+        return None
+    kind = word >> TUNNEL_TYPE_SHIFT
+    name = TunnelType(kind).name.lower() if kind in TunnelType._value2member_map_ else str(kind)
+    return name, word & ((1 << TUNNEL_TYPE_SHIFT) - 1)
 
 
 def cpu_sums(per_cpu, struct: type[ctypes.Structure]) -> list[int]:

@@ -13,6 +13,8 @@ def as_dict(b: Bridge) -> dict:
     return {
         "bridge": b.name,
         "datapath_type": b.datapath_type,
+        # UDP port -> tunnel type: packets to them measured by their inner packet
+        "tunnel_ports": {str(port): kind for port, kind in b.tunnel_ports},
         "interfaces": [
             {
                 "name": m.name,
@@ -28,6 +30,8 @@ def as_dict(b: Bridge) -> dict:
                 "napi": m.link.napi if m.link else None,
                 "receive": (receive_path(m.link) or None) if m.link else None,
                 "workload": m.workload or None,
+                # role underlay: the tunnel ports whose outer packets it receives
+                "tunnels": list(m.tunnels) or None,
                 # a pod's own end, measured in its namespace as well
                 "peer": (
                     {
@@ -68,6 +72,8 @@ def render_table(b: Bridge) -> str:
 
     def cell(r: dict, c: str) -> str:
         v = r[c]
+        if c == "workload" and r["tunnels"]:
+            return "tunnels " + ",".join(r["tunnels"])
         if v is None:
             return "-"
         if c == "peer":

@@ -7,7 +7,7 @@ import time
 
 from ovslat.discovery import netlink
 from ovslat.discovery.ovsdb import Ovsdb
-from ovslat.discovery.topology import ROLES, Bridge, classify
+from ovslat.discovery.topology import ROLES, Bridge, OvsInterface, classify, underlay_address
 from ovslat.errors import UserError
 from ovslat.model.snapshot import Interface
 
@@ -28,7 +28,37 @@ def resolve(db: Ovsdb, name: str) -> Bridge:
         i.external_ids[k] for i in interfaces for k in _NETNS_HINTS if i.external_ids.get(k)
     )
     bridge_links = {n: lk for n, lk in links.items() if n in names}
-    return classify(name, datapath, interfaces, links, netlink.peers(bridge_links, hints))
+    peers = netlink.peers(bridge_links, hints)
+    return classify(name, datapath, interfaces, links, peers, underlays(db, interfaces))
+
+
+def underlays(db: Ovsdb, interfaces: list[OvsInterface]) -> dict[str, tuple[str, ...]]:
+    """device -> the bridge's tunnel ports whose outer packets it receives:
+    the device the route to a tunnel's remote end leaves through (or that
+    holds its local_ip) and, when that device is an OVS bridge's internal
+    port (the userspace datapath's tunnel endpoint, or br-ex on the kernel
+    datapath), that bridge's own system ports, the NICs, too."""
+    out: dict[str, list[str]] = {}
+    internal = None
+    for i in interfaces:
+        how = underlay_address(i)
+        if how is None:
+            continue
+        kind, addr = how
+        device = netlink.route_device(addr) if kind == "route" else netlink.address_device(addr)
+        if device is None or device == "lo":
+            continue
+        if internal is None:  # internal port -> its bridge's system ports, once
+            internal = {}
+            for br in db.bridges():
+                members = db.bridge(br)[1]
+                nics = [m.name for m in members if m.type in ("", "system")]
+                for m in members:
+                    if m.type == "internal":
+                        internal[m.name] = nics
+        for d in (device, *internal.get(device, ())):
+            out.setdefault(d, []).append(i.name)
+    return {d: tuple(sorted(set(t))) for d, t in out.items()}
 
 
 class BridgeSource:

@@ -138,6 +138,33 @@ def links() -> dict[str, Link]:
     return out
 
 
+def route_device(addr: str) -> str | None:
+    """The device the kernel would send to `addr` through (ip route get):
+    a tunnel's underlay. None when there is no route or `addr` is no address."""
+    try:
+        with IPRoute() as ipr:
+            routes = ipr.route("get", dst=addr)
+            oif = routes[0].get_attr("RTA_OIF") if routes else None
+            if oif is None:
+                return None
+            found = ipr.link("get", index=oif)
+    except Exception:  # pyroute2: NetlinkError (no route), ValueError (not an address)
+        return None
+    return found[0].get_attr("IFLA_IFNAME") if found else None
+
+
+def address_device(addr: str) -> str | None:
+    """The device holding local address `addr` (a tunnel's local_ip)."""
+    try:
+        with IPRoute() as ipr:
+            for msg in ipr.get_addr():
+                if msg.get_attr("IFA_ADDRESS") == addr or msg.get_attr("IFA_LOCAL") == addr:
+                    return ipr.link("get", index=msg["index"])[0].get_attr("IFLA_IFNAME")
+    except Exception:
+        return None
+    return None
+
+
 def _napi(name: str, kind: str, msg) -> bool:
     """A NIC's driver (a device with a bus device behind it) polls with NAPI
     and hands packets to GRO; so does a veth with an XDP program in driver

@@ -22,7 +22,10 @@ _TUNNEL_DEVICES = {
 }
 _DPDK = ("dpdk", "dpdkr", "afxdp", "afxdp-nonpmd")
 _VHOST_USER = ("dpdkvhostuser", "dpdkvhostuserclient")
-ROLES = ("uplink", "internal", "pod", "vm", "tunnel", "patch")
+ROLES = ("uplink", "internal", "pod", "vm", "tunnel", "underlay", "patch")
+# Tunnels whose packets ovslat measures by their inner packet (bpf/ovslat.bpf.c:
+# parse_tunnel), by OVS type.
+PARSED_TUNNELS = ("vxlan", "geneve")
 # An Interface row's external_ids:ovslat_role overrides the role ovslat infers:
 # for a veth that plays a NIC (a router's namespace on the other end), say.
 ROLE_OVERRIDE = "ovslat_role"
@@ -125,6 +128,7 @@ class Member:
     warning: str | None = None
     workload: str = ""  # workload() of its external_ids
     peer: Peer | None = None  # role pod: the pod's end, when its namespace was found
+    tunnels: tuple[str, ...] = ()  # role underlay: the tunnel ports whose packets it carries
 
     @property
     def measurable(self) -> bool:
@@ -136,6 +140,8 @@ class Bridge:
     name: str
     datapath_type: str  # "system" or "netdev"
     members: tuple[Member, ...]
+    # (UDP port, OVS type) of its VXLAN and Geneve tunnels: parsed to the inner packet
+    tunnel_ports: tuple[tuple[int, str], ...] = ()
 
     def measurable(
         self,
@@ -193,11 +199,38 @@ def _device(i: OvsInterface, datapath: str) -> tuple[str | None, str | None]:
         if datapath == "netdev":
             return None, (
                 "userspace datapath decapsulates tunnels itself; the outer packets "
-                "are measured on the uplink"
+                "are measured on the tunnel's underlay"
             )
         pattern, default_port = _TUNNEL_DEVICES[i.type]
         return pattern.format(port=i.options.get("dst_port", default_port)), None
     return i.name, None
+
+
+def tunnel_port(i: OvsInterface) -> int | None:
+    """The UDP port a tunnel Interface receives on (options:dst_port, else its
+    type's IANA port); None for a tunnel without one, or no tunnel."""
+    if i.type not in _TUNNEL_DEVICES:
+        return None
+    port = i.options.get("dst_port", _TUNNEL_DEVICES[i.type][1])
+    try:
+        return None if port is None else int(port)
+    except ValueError:
+        return None
+
+
+def underlay_address(i: OvsInterface) -> tuple[str, str] | None:
+    """How to find a tunnel's underlay device: ("route", remote_ip) for the
+    device the route to its remote end leaves through, ("local", local_ip) for
+    the device holding its local end (remote_ip=flow: Antrea, kube-ovn, OVN's
+    flow-based tunnels), None when neither is known."""
+    if i.type not in _TUNNEL_DEVICES:
+        return None
+    remote, local = i.options.get("remote_ip", ""), i.options.get("local_ip", "")
+    if remote and remote != "flow":
+        return "route", remote
+    if local and local != "flow":
+        return "local", local
+    return None
 
 
 def classify(
@@ -206,9 +239,11 @@ def classify(
     interfaces: list[OvsInterface],
     links: dict[str, Link],
     peers: dict[str, Peer] | None = None,
+    underlays: dict[str, tuple[str, ...]] | None = None,
 ) -> Bridge:
     """peers: the pod end of each host veth whose namespace was found, by the
-    host end's name."""
+    host end's name. underlays: device -> the tunnel ports whose outer
+    packets it receives (found by resolve(): routes and other bridges)."""
     datapath = "netdev" if datapath_type == "netdev" else "system"
     members = []
     for i in interfaces:
@@ -252,4 +287,26 @@ def classify(
                 peer,
             )
         )
-    return Bridge(bridge, datapath, tuple(members))
+    on_bridge = {m.device for m in members}
+    for device, tunnels in sorted((underlays or {}).items()):
+        if device in on_bridge:  # a port of this bridge: measured as what it is
+            continue
+        link = links.get(device)
+        members.append(
+            Member(
+                device,
+                "underlay",
+                "underlay",
+                None,
+                device,
+                link,
+                None if link else f"no kernel device {device!r}",
+                tunnels=tunnels,
+            )
+        )
+    ports: dict[int, str] = {}
+    for i in interfaces:
+        port = tunnel_port(i)
+        if port is not None and i.type in PARSED_TUNNELS:
+            ports.setdefault(port, i.type)
+    return Bridge(bridge, datapath, tuple(members), tuple(sorted(ports.items())))

@@ -122,19 +122,22 @@ class Collector:
             )
         return st
 
+    def _hop_delta(self, cur: dict, maxima: dict, key: tuple) -> Histogram:
+        h = cur.get(key, Histogram.empty())
+        prev = self._prev_hops.get(key)
+        delta = h - prev if prev else h
+        return dataclasses.replace(delta, max_ns=maxima.get(key, 0))
+
     def _hops(self, maxima: dict) -> tuple[HopStats, ...]:
         cur = self.program.read_hops()
         out = []
-        for src, dst in sorted({(f, t) for f, t, _ in cur}):
+        # one hop per (from, to, tunnel): a VNI's packets apart from another's
+        for src, dst, tunnel in sorted({(f, t, tun) for f, t, _, tun in cur}):
             if src not in self.interfaces or dst not in self.interfaces:
                 continue
-            hists = []
-            for kind in (HopKind.TRANSIT, HopKind.E2E):
-                h = cur.get((src, dst, kind), Histogram.empty())
-                prev = self._prev_hops.get((src, dst, kind))
-                delta = h - prev if prev else h
-                hists.append(dataclasses.replace(delta, max_ns=maxima.get((src, dst, kind), 0)))
-            out.append(HopStats(self.interfaces[src], self.interfaces[dst], *hists))
+            transit, e2e = (self._hop_delta(cur, maxima, (src, dst, kind, tunnel))
+                            for kind in (HopKind.TRANSIT, HopKind.E2E))  # fmt: skip
+            out.append(HopStats(self.interfaces[src], self.interfaces[dst], transit, e2e, tunnel))
         self._prev_hops = cur
         return tuple(out)
 

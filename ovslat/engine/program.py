@@ -72,6 +72,9 @@ OPTIONAL = (
     ("napi_poll", "learn_napi_poll", "queue depth not sampled"),
     ("kfree_skb", "drop_kfree_skb", "drops not attributed (counted as in flight, then expired)"),
 )
+# The IANA ports of the tunnels whose inner packets are parsed; a bridge's
+# tunnels add theirs (options:dst_port) through set_tunnel_ports().
+DEFAULT_TUNNEL_PORTS = {4789: "vxlan", 6081: "geneve"}
 NO_REASON = "NO_REASON"  # the reason of a drop on a kernel that gives none
 
 
@@ -235,6 +238,7 @@ class Program:
         self._config_values: dict[str, int] = {}
         self._hops = False
         self._threshold = False
+        self._tunnel_ports: dict[int, str] = dict(DEFAULT_TUNNEL_PORTS)
         self.events_lost = 0  # slow-packet events lost to a full perf buffer
         self.flow_expiry_s = FLOW_EXPIRY_S
         self._write_config()
@@ -399,6 +403,9 @@ class Program:
         if self._threshold:
             cfg.flags |= ConfigFlag.THRESHOLD
         cfg.epoch = self._epoch
+        for i, (port, kind) in enumerate(sorted(self._tunnel_ports.items())):
+            cfg.tunnel_port[i] = port
+            cfg.tunnel_type[i] = abi.TunnelType[kind.upper()]
         cfg.backlog_poll_fn = self.kernel.kallsyms.get("process_backlog", 0)
         t[t.Key(0)] = cfg
 
@@ -476,6 +483,25 @@ class Program:
                 reason = names.get(k.reason, str(k.reason)).removeprefix("SKB_DROP_REASON_")
             out.setdefault(k.slot, {})[reason] = sum(per_cpu)
         return out
+
+    def set_tunnel_ports(self, ports: dict[int, str]) -> None:
+        """UDP port -> tunnel type ("vxlan", "geneve") whose packets are
+        measured by their inner packet, on top of the IANA ports; a port
+        that does not fit is told in the notes once."""
+        merged = {**DEFAULT_TUNNEL_PORTS, **ports}
+        if len(merged) > abi.MAX_TUNNEL_PORTS:
+            kept = dict(sorted(merged.items())[: abi.MAX_TUNNEL_PORTS])
+            note = (
+                f"only {abi.MAX_TUNNEL_PORTS} tunnel UDP ports are parsed; "
+                f"{', '.join(str(p) for p in sorted(set(merged) - set(kept)))} measured as "
+                "outer datagrams"
+            )
+            if note not in self.notes:
+                self.notes.append(note)
+            merged = kept
+        if merged != self._tunnel_ports:
+            self._tunnel_ports = merged
+            self._write_config()
 
     def set_hops(self, enabled: bool) -> None:
         """Correlate packets across interfaces: worth its cost from two on."""
@@ -576,17 +602,17 @@ class Program:
     def read_hist(self, slot: int, stage: int) -> Histogram:
         return _sum_cpus(self._hists.getvalue(self._hists.Key(slot * len(STAGES) + stage)))
 
-    def read_hops(self) -> dict[tuple[int, int, int], Histogram]:
-        """(from slot, to slot, kind) -> cumulative histogram."""
+    def read_hops(self) -> dict[tuple[int, int, int, int], Histogram]:
+        """(from slot, to slot, kind, tunnel word) -> cumulative histogram."""
         return {
-            (getattr(k, "from"), k.to, k.kind): _sum_cpus(per_cpu)
+            (getattr(k, "from"), k.to, k.kind, k.tunnel): _sum_cpus(per_cpu)
             for k, per_cpu in self.bpf["hop_hists"].items()
         }
 
     def flip_epoch(self, slots: list[int]) -> tuple[dict, dict]:
         """Start a new interval for the maxima; return the last one's: per slot
         (NMAX values; slots whose maxima are all 0 left out) and per
-        (from, to, kind) hop. Only the slots that saw a packet are cleared."""
+        (from, to, kind, tunnel) hop. Only the slots that saw a packet are cleared."""
         old = self._epoch & 1
         self._epoch += 1
         self._write_config()
@@ -606,7 +632,7 @@ class Program:
         table = self.bpf["hop_maxima"]
         for k, per_cpu in list(table.items()):
             if k.half == old:
-                hops[(getattr(k, "from"), k.to, k.kind)] = max(per_cpu)
+                hops[(getattr(k, "from"), k.to, k.kind, k.tunnel)] = max(per_cpu)
                 with contextlib.suppress(KeyError):
                     del table[k]
         return out, hops

@@ -28,8 +28,8 @@ MAX_MAP_BYTES = 1 << 30  # pinned kernel memory ovslat allows itself at most
 HOP_MATCHING = (
     "packets are matched across interfaces by IP headers OVS does not rewrite (addresses, "
     "protocol, length, ports + TCP sequence or ICMP id + sequence; IPv4's IP id; IPv6's flow "
-    "label, TCP acknowledgement or a UDP datagram's first 8 payload bytes): a hop across NAT or "
-    "encapsulation is not seen"
+    "label, TCP acknowledgement or a UDP datagram's first 8 payload bytes), a VXLAN or Geneve "
+    "packet's by its inner headers: a hop across NAT is not seen"
 )
 
 
@@ -237,6 +237,8 @@ class Session:
             )
             opened.callback(self.program.close)
             self.program.set_filters(o.filters.config_fields(), o.filters.net_keys())
+            if self.source:
+                self.program.set_tunnel_ports(dict(self.source.current.tunnel_ports))
             self.collector = Collector(self.program, interfaces)
             self._opened = opened.pop_all()
         self.context: dict[str, Any] = {
@@ -273,6 +275,7 @@ class Session:
         """Apply OVSDB changes to the measured set (cheap when nothing changed),
         and notice named interfaces that were deleted."""
         if self.source and self.source.refresh():
+            self.program.set_tunnel_ports(dict(self.source.current.tunnel_ports))
             self.collector.sync(self.source.interfaces())
         now = time.monotonic()
         if now >= self._next_check:

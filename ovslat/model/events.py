@@ -8,7 +8,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-from ovslat.abi import THRESHOLD_STAGES, ThresholdStage
+from ovslat.abi import THRESHOLD_STAGES, ThresholdStage, tunnel_of
 
 PROTOCOL_NAMES = {
     socket.IPPROTO_TCP: "TCP",
@@ -42,6 +42,8 @@ class SlowEvent:
     stack: tuple[str, ...]
     stage: str = "enqueue_to_receive"  # or "transit", "receive_to_ip"
     from_interface: str | None = None  # transit: where the packet came from
+    # a VXLAN / Geneve packet's tunnel and outer headers (src..dport are the inner packet's)
+    tunnel: dict | None = None
 
     @property
     def cross_cpu(self) -> bool:
@@ -98,7 +100,22 @@ def from_raw(
         stack=tuple(stack),
         stage=THRESHOLD_STAGES[raw.stage],
         from_interface=from_interface if raw.stage == ThresholdStage.TRANSIT else None,
+        tunnel=_tunnel(raw.outer),
     )
+
+
+def _tunnel(outer) -> dict | None:
+    t = tunnel_of(outer.tunnel)
+    if t is None:
+        return None
+    return {
+        "type": t[0],
+        "vni": t[1],
+        "src": _ip(outer.saddr, outer.family),
+        "sport": outer.sport,
+        "dst": _ip(outer.daddr, outer.family),
+        "dport": outer.dport,
+    }
 
 
 def _functions(stack: tuple[str, ...]) -> list[str]:
@@ -183,6 +200,7 @@ def as_dict(ev: SlowEvent) -> dict:
         "stack": list(ev.stack),
         "stage": ev.stage,
         "from_interface": ev.from_interface,
+        "tunnel": ev.tunnel,
     }
 
 
@@ -209,4 +227,5 @@ def from_dict(d: dict) -> SlowEvent:
         stack=tuple(d["stack"]),
         stage=d.get("stage", "enqueue_to_receive"),
         from_interface=d.get("from_interface"),
+        tunnel=d.get("tunnel"),
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from ovslat.abi import STAGES, DebugCounter
+from ovslat.abi import STAGES, DebugCounter, tunnel_of
 from ovslat.model.histogram import Histogram
 
 STAGE_TITLES = {
@@ -39,6 +39,7 @@ class Counters:
     events_suppressed: int = 0  # slow, but over --max-events-per-sec
     dropped: int = 0  # enqueued, then freed before S2
     hops_lost: int = 0  # hop marks left here overwritten before the next interface's S1
+    encapsulated: int = 0  # received in a VXLAN / Geneve tunnel (measured by the inner packet)
     # IPv6's share of the four stage counters (IPv4's: the rest); `families`
     ipv6_enqueued: int = 0
     ipv6_received: int = 0
@@ -193,16 +194,33 @@ class HopStats:
     dst: Interface
     transit: Histogram
     e2e: Histogram
+    # the VXLAN / Geneve tunnel its packets arrived in (struct origin.tunnel:
+    # type << 24 | VNI), 0 for none: each tunnel's packets are a hop of their own
+    tunnel: int = 0
 
     @property
-    def key(self) -> tuple[int, int]:
-        return self.src.slot, self.dst.slot
+    def key(self) -> tuple[int, int, int]:
+        return self.src.slot, self.dst.slot, self.tunnel
+
+    @property
+    def tunnel_info(self) -> tuple[str, int] | None:
+        """(type, VNI), None when not encapsulated."""
+        return tunnel_of(self.tunnel)
+
+    @property
+    def tunnel_label(self) -> str:
+        t = self.tunnel_info
+        return f"{t[0]} vni {t[1]}" if t else ""
 
     def __sub__(self, older: HopStats) -> HopStats:
-        return HopStats(self.src, self.dst, self.transit - older.transit, self.e2e - older.e2e)
+        return HopStats(
+            self.src, self.dst, self.transit - older.transit, self.e2e - older.e2e, self.tunnel
+        )
 
     def __add__(self, later: HopStats) -> HopStats:
-        return HopStats(self.src, self.dst, self.transit + later.transit, self.e2e + later.e2e)
+        return HopStats(
+            self.src, self.dst, self.transit + later.transit, self.e2e + later.e2e, self.tunnel
+        )
 
 
 @dataclass(frozen=True)

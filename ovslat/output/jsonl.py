@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+from ovslat.abi import TUNNEL_TYPE_SHIFT, TunnelType
 from ovslat.model.histogram import (
     NBUCKETS,
     RESOLUTION,
@@ -83,9 +84,11 @@ def _iso(wall_s: float) -> str:
 def hop_json(h: HopStats) -> dict:
     """The transit's figures at the top level (from, to, count, p50_us, ...),
     end to end under "e2e"."""
+    t = h.tunnel_info
     return {
         "from": h.src.label,
         "to": h.dst.label,
+        "tunnel": {"type": t[0], "vni": t[1]} if t else None,
         **stage_json(h.transit),
         "e2e": stage_json(h.e2e),
     }
@@ -220,7 +223,9 @@ def parse_record(obj: dict) -> Snapshot:
     for h in obj["hops"]:
         src, dst = by_label.get(h["from"]), by_label.get(h["to"])
         if src and dst:
-            hops.append(HopStats(src, dst, _hist(h), _hist(h["e2e"])))
+            t = h.get("tunnel")
+            word = (TunnelType[t["type"].upper()] << TUNNEL_TYPE_SHIFT | t["vni"]) if t else 0
+            hops.append(HopStats(src, dst, _hist(h), _hist(h["e2e"]), word))
     probe = obj.get("probe", {})
     cost = ProbeCost(
         probe.get("run_time_ns", 0),

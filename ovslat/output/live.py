@@ -240,7 +240,7 @@ def more_interfaces(hidden: list[Row]) -> Text:
 
 
 def sort_hops(hops: tuple[HopStats, ...]) -> list[HopStats]:
-    return sorted(hops, key=lambda h: (_natural(h.src.label), _natural(h.dst.label)))
+    return sorted(hops, key=lambda h: (_natural(h.src.label), _natural(h.dst.label), h.tunnel))
 
 
 def _hop_table(shown: list[HopStats]) -> Table:
@@ -249,6 +249,8 @@ def _hop_table(shown: list[HopStats]) -> Table:
     for h in shown:
         # the source once per group: its next hops only name where they go
         name = f"  → {h.dst.label}" if h.src == src else f"{h.src.label} → {h.dst.label}"
+        if h.tunnel:
+            name += f" ({h.tunnel_label})"
         src = h.src
         ht.add_row(
             name,

@@ -131,7 +131,8 @@ class Published:
 
 class Exposition(Collector):
     """Renders the latest Published. Labels per interface: interface, and when
-    known netns, role, bridge, datapath; stage; from/to for hops; reason for drops."""
+    known netns, role, bridge, datapath; stage; from/to for hops, with the
+    tunnel's type and VNI ("" for none); reason for drops."""
 
     def __init__(self, per_octave: int = 1, info: dict[str, str] | None = None):
         self.edges = le_buckets(per_octave)
@@ -286,9 +287,15 @@ class Exposition(Collector):
         for h in p.total.hops:
             if h.src.slot in live and h.dst.slot in live:
                 for stage, hist in zip(HOP_STAGES, (h.transit, h.e2e), strict=True):
-                    self._histogram(
-                        hop, {"from": h.src.label, "to": h.dst.label, "stage": stage}, hist
-                    )
+                    t = h.tunnel_info
+                    labels = {
+                        "from": h.src.label,
+                        "to": h.dst.label,
+                        "stage": stage,
+                        "tunnel": t[0] if t else "",
+                        "vni": str(t[1]) if t else "",
+                    }
+                    self._histogram(hop, labels, hist)
         if hop.samples:
             yield hop
 
@@ -323,6 +330,10 @@ COUNTERS = (
     (
         "hops_lost",
         "packets received here whose hop to the next interface was lost (mark overwritten)",
+    ),
+    (
+        "encapsulated",
+        "packets received in a VXLAN or Geneve tunnel, measured by their inner packet",
     ),
 )
 

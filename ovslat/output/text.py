@@ -175,14 +175,14 @@ def _figures(h) -> str:
 def hops_block(snap: Snapshot) -> list[str]:
     lines = [
         RULE,
-        "Per-hop latency (one packet seen on two interfaces, matched by its headers;",
-        "not across NAT or encapsulation, which rewrite them)",
+        "Per-hop latency (one packet seen on two interfaces, matched by its headers,",
+        "a tunnelled packet's by its inner headers; not across NAT, which rewrites them)",
         RULE,
     ]
     for h in snap.hops:
         a, b = h.src.label, h.dst.label
         lines += [
-            f"  {a} -> {b}",
+            f"  {a} -> {b}" + (f"  ({h.tunnel_label})" if h.tunnel else ""),
             f"    transit    (S2 on {a} -> S1 on {b}): {_figures(h.transit)}",
             f"    end to end (S1 on {a} -> S3 on {b}): {_figures(h.e2e)}",
         ]
@@ -239,6 +239,15 @@ def event(ev) -> str:
         f"  Protocol: {ev.protocol}",
         f"  Source: {ev.src}{port(ev.sport)}",
         f"  Destination: {ev.dst}{port(ev.dport)}",
+        *(
+            [
+                f"  Tunnel: {ev.tunnel['type']} vni {ev.tunnel['vni']}, outer "
+                f"{ev.tunnel['src']}:{ev.tunnel['sport']} -> "
+                f"{ev.tunnel['dst']}:{ev.tunnel['dport']}"
+            ]
+            if ev.tunnel
+            else []
+        ),
         "",
         *cpu_and_timing(ev),
         "",

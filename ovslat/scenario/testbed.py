@@ -459,6 +459,67 @@ os.close(fd)
 """
 
 
+# A remote tunnel endpoint without a geneve device (this VM's kernel has no
+# module): Geneve frames written over a UDP socket, each an Ethernet frame of
+# one IPv4 UDP datagram (inner IP ids first_id, first_id + 1, ...), VNI and options as given, an
+# 802.1Q tag inside when asked. The outer UDP checksum is 0 (SO_NO_CHECK):
+# OVS userspace refuses a checksum left to offload on a veth.
+_GENEVE_SENDER = """
+import socket, struct, sys, time
+outer, vni, src, dst, port, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], \
+    int(sys.argv[5]), int(sys.argv[6])
+dst_mac, vlan, opt_words = bytes.fromhex(sys.argv[7].replace(":", "")), int(sys.argv[8]), \
+    int(sys.argv[9])
+first_id = int(sys.argv[10])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, 11, 1)  # SO_NO_CHECK
+def csum(b):
+    t = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    while t >> 16:
+        t = (t & 0xFFFF) + (t >> 16)
+    return ~t & 0xFFFF
+# options: one non-critical TLV (class 0xff01, type 1) of opt_words - 1 words
+opts = b""
+if opt_words:
+    opts = struct.pack("!HBB", 0xFF01, 1, opt_words - 1) + b"\\0" * 4 * (opt_words - 1)
+geneve = struct.pack("!BBH", len(opts) // 4, 0, 0x6558) + vni.to_bytes(3, "big") + b"\\0"
+tag = struct.pack("!HH", 0x8100, vlan) if vlan else b""
+for i in range(count):
+    payload = i.to_bytes(8, "big") + b"g" * 24
+    udp = struct.pack("!HHHH", 40001, port, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), (first_id + i) & 0xFFFF, 0, 64,
+                     17, 0, socket.inet_aton(src), socket.inet_aton(dst))
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    frame = dst_mac + bytes.fromhex("020000000077") + tag + b"\\x08\\x00" + ip + udp
+    s.sendto(geneve + opts + frame, (outer, 6081))
+    time.sleep(0.001)
+"""
+
+
+def send_geneve(
+    ns: Netns,
+    outer_dst: str,
+    vni: int,
+    src: str,
+    dst: str,
+    port: int,
+    count: int,
+    dst_mac: str,
+    vlan: int = 0,
+    option_words: int = 0,
+    first_id: int = 1,
+) -> None:
+    """Exactly `count` Geneve packets from `ns` to outer_dst:6081, VNI `vni`,
+    each an Ethernet frame to dst_mac holding one UDP datagram src -> dst:port;
+    an 802.1Q tag `vlan` inside when non-zero, and a Geneve option of
+    option_words 4-byte words (0: none). Inner IP ids from first_id: two
+    batches between the same hosts must not repeat each other's headers
+    within a second, or their hops are ambiguous (as a real IP stack's ids
+    never are)."""
+    args = (outer_dst, str(vni), src, dst, str(port), str(count), dst_mac, str(vlan))
+    ns.run(sys.executable, "-c", _GENEVE_SENDER, *args, str(option_words), str(first_id))
+
+
 def tap(name: str) -> None:
     """A persistent tap, up, IPv6 off: a VM's port before its VM writes to it.
     Deleted by the caller (ip link del)."""

@@ -56,10 +56,12 @@ def test_every_row(bench):
         "ovslat tracepoint, 16 interface(s)",
         "ovslat tracepoint, 4096 interface(s)",
         "ovslat tracepoint, 4 processes x 1 interface",
+        "no tracing, VXLAN",
+        "ovslat tracepoint, 1 interface(s), VXLAN",
     ]
     for label in labels:
         assert label in printed
-    assert len(result["targets"]) == 4
+    assert len(result["targets"]) == 5
     for goal in result["targets"]:
         assert goal["target"] in printed
 
@@ -78,8 +80,8 @@ def test_packets_counted_exactly(bench):
 def test_figures_are_sane(bench):
     result, _ = bench
     rows = {row["label"]: row["median"] for row in result["rows"]}
-    none = rows.pop("no tracing")
-    assert none["pps"] > 0 and none["bpf_ns_per_packet"] == 0
+    for none in (rows.pop("no tracing"), rows.pop("no tracing, VXLAN")):
+        assert none["pps"] > 0 and none["bpf_ns_per_packet"] == 0
     for label, m in rows.items():
         for key in ("pps", "pps_vs_none", "bpf_ns_per_packet", "ns_vs_bpftrace"):
             assert math.isfinite(m[key]) and m[key] > 0, (label, key, m[key])

@@ -54,6 +54,7 @@ def exact(w: Watch, name: str, n: int) -> dict:
         "events_suppressed": 0,
         "dropped": 0,
         "hops_lost": 0,
+        "encapsulated": 0,
     }, i["counters"]
     assert i["stages"]["enqueue_to_receive"]["count"] == n
     assert i["stages"]["receive_to_ip"]["count"] == n

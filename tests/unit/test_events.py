@@ -121,3 +121,43 @@ def test_a_raw_event_of_either_family(family, src, dst):
     raw.sport, raw.dport, raw.ts_enqueue_ns, raw.ts_receive_ns = 40000, 31337, 10, 5010
     ev = from_raw(raw, [], 1, 0.0, "eth0", 1000)
     assert (ev.src, ev.dst, ev.protocol, ev.dport, ev.latency_ns) == (src, dst, "UDP", 31337, 5000)
+    assert ev.tunnel is None and as_dict(ev)["tunnel"] is None
+
+
+def test_a_tunnelled_packets_event_keeps_its_outer_headers():
+    """src..dport are the inner packet's; the tunnel, its VNI and the outer
+    addresses and ports in `tunnel`, in JSON, back from it and in the text."""
+    import ipaddress
+    import socket
+
+    from ovslat import abi
+    from ovslat.model.events import from_dict, from_raw
+    from ovslat.output import text as text_out
+
+    raw = abi.SlowEvent()
+    for struct, field, addr in (
+        (raw.id, "saddr", "198.18.71.3"),
+        (raw.id, "daddr", "198.18.71.10"),
+        (raw.outer, "saddr", "198.18.70.2"),
+        (raw.outer, "daddr", "198.18.70.1"),
+    ):
+        getattr(struct, field)[0] = int.from_bytes(ipaddress.ip_address(addr).packed, "little")
+    raw.id.family = raw.outer.family = 4
+    raw.id.proto = socket.IPPROTO_UDP
+    raw.sport, raw.dport, raw.ts_enqueue_ns, raw.ts_receive_ns = 40001, 31400, 10, 5010
+    raw.outer.tunnel = abi.TunnelType.GENEVE << abi.TUNNEL_TYPE_SHIFT | 200
+    raw.outer.sport, raw.outer.dport = 51234, 6081
+    ev = from_raw(raw, [], 1, 0.0, "ovt-ule", 1000)
+    assert (ev.src, ev.dst, ev.dport) == ("198.18.71.3", "198.18.71.10", 31400)
+    want = {
+        "type": "geneve",
+        "vni": 200,
+        "src": "198.18.70.2",
+        "sport": 51234,
+        "dst": "198.18.70.1",
+        "dport": 6081,
+    }
+    assert ev.tunnel == want and as_dict(ev)["tunnel"] == want
+    assert from_dict(as_dict(ev)).tunnel == want
+    text = text_out.event(ev)
+    assert "  Tunnel: geneve vni 200, outer 198.18.70.2:51234 -> 198.18.70.1:6081" in text

@@ -4,6 +4,7 @@ text passes both prometheus_client's parsers and `promtool check metrics`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -162,7 +163,8 @@ def test_labels_are_bounded_discovery_info():
     names = {k for s in samples(text) for k in s.labels}
     assert names == {
         "interface", "netns", "role", "bridge", "datapath", "stage", "le", "reason",
-        "from", "to", "backend", "bpf_stats", "filters", "version", "family",
+        "from", "to", "tunnel", "vni", "backend", "bpf_stats", "filters", "version",
+        "family",
     }  # fmt: skip
     hops = {
         (s.labels["from"], s.labels["to"]) for s in find(text, "ovslat_hop_latency_seconds_count")
@@ -171,14 +173,14 @@ def test_labels_are_bounded_discovery_info():
 
 
 def test_series_per_interface_as_documented():
-    """docs/fleet.md: 81 series per interface and 62 per hop at 1 bucket per octave."""
+    """docs/fleet.md: 82 series per interface and 62 per hop at 1 bucket per octave."""
     text = render(snapshot())
     per_iface = [s for s in samples(text) if s.labels.get("interface") == "veth7"]
-    assert len(per_iface) == 81
+    assert len(per_iface) == 82
     hop = [s for s in samples(text) if s.labels.get("to") == "veth7@tenant"]
     assert len(hop) == 62
     per_iface4 = [s for s in samples(render(snapshot(), 4)) if s.labels.get("interface") == "veth7"]
-    assert len(per_iface4) == 81 + 2 * (109 - 28)
+    assert len(per_iface4) == 82 + 2 * (109 - 28)
 
 
 def test_gone_interfaces_and_their_hops_leave():
@@ -371,3 +373,16 @@ def test_pods_are_labelled_with_their_workload_and_count_sync_receives():
     (sync,) = find(text, "ovslat_received_sync_total", interface="tap0", family="ipv4")
     assert (sync.value, sync.labels["workload"], sync.labels["role"]) == (9, "vm:d5a2", "vm")
     assert find(text, "ovslat_flow_lookup_failures_total", interface="tap0")[0].value == 0
+
+
+def test_a_tunnels_hop_has_its_type_and_vni():
+    from ovslat.abi import TUNNEL_TYPE_SHIFT, TunnelType
+
+    snap = snapshot()
+    word = TunnelType.VXLAN << TUNNEL_TYPE_SHIFT | 100
+    tunnelled = HopStats(UPLINK, OTHER, hist([3000, 3500, 4000]), hist([80_000]), word)
+    text = render(dataclasses.replace(snap, hops=(*snap.hops, tunnelled)))
+    labels = {"from": UPLINK.label, "to": OTHER.label, "stage": "transit"}
+    (plain,) = find(text, "ovslat_hop_latency_seconds_count", **labels, tunnel="", vni="")
+    (vx,) = find(text, "ovslat_hop_latency_seconds_count", **labels, tunnel="vxlan", vni="100")
+    assert (plain.value, vx.value) == (1, 3)

@@ -338,3 +338,21 @@ def test_slow_packets_and_notes_fit_too():
 )
 def test_budget(lines, ifaces, hops, expected):
     assert budget(lines, ifaces, hops) == expected
+
+
+def test_a_tunnels_hops_are_named():
+    from ovslat.abi import TUNNEL_TYPE_SHIFT, TunnelType
+
+    snap = node()
+    a, b = snap.interfaces[1].iface, snap.interfaces[2].iface
+    hops = tuple(
+        HopStats(a, b, hist([20_000]), hist([40_000]), kind << TUNNEL_TYPE_SHIFT | vni)
+        for kind, vni in ((TunnelType.VXLAN, 100), (TunnelType.GENEVE, 7))
+    )
+    text = render_view(table(dataclasses.replace(snap, hops=hops), CONTEXT, 3.0, height=HEIGHT))
+    hop_body = text.split("┃ hop", 1)[1].split("┩", 1)[1].split("└", 1)[0]
+    hop_rows = [cells(line)[0] for line in hop_body.splitlines() if line.startswith("│")]
+    assert hop_rows == [
+        f"{a.label} → {b.label} (vxlan vni 100)",
+        f"→ {b.label} (geneve vni 7)",
+    ]

@@ -1,5 +1,6 @@
 """Renderers on a hand-made snapshot: the seed's wording, the JSON schema."""
 
+import dataclasses
 import json
 
 from ovslat.model.histogram import NBUCKETS, Histogram, bucket_of
@@ -100,6 +101,7 @@ def test_json_schema():
         "events_suppressed": 0,
         "dropped": 0,
         "hops_lost": 0,
+        "encapsulated": 0,
     }
     assert i["in_flight"] == 0 and i["drops"] == {}
     assert i["queue_depth"]["avg"] == 1.5 and i["queue_depth"]["max"] == 3
@@ -147,3 +149,35 @@ def test_hops_in_json_text_and_merge():
     assert "    transit    (S2 on veth0 -> S1 on br-int): 2 packets" in text
     (merged,) = snap.merge(snap).hops
     assert merged.transit.count == 4 and merged.e2e.sum_ns == 260_000
+
+
+def test_a_tunnels_hops_in_json_text_live_and_back():
+    """Each (from, to, tunnel) is its own hop: named in text, {"type", "vni"}
+    in JSON, read back by parse_record (the live table: tests/unit/test_live.py)."""
+    from ovslat.abi import TUNNEL_TYPE_SHIFT, TunnelType
+    from ovslat.model.snapshot import HopStats
+
+    snap = snapshot()
+    a = snap.interfaces[0].iface
+    b = Interface("eth0", 9, 4026532001, "pod", 1)
+    vx = TunnelType.VXLAN << TUNNEL_TYPE_SHIFT | 100
+    gn = TunnelType.GENEVE << TUNNEL_TYPE_SHIFT | 0xABCDEF
+    hops = (
+        HopStats(a, b, hist([20_000]), hist([40_000]), vx),
+        HopStats(a, b, hist([30_000, 31_000]), hist([50_000, 51_000]), gn),
+    )
+    pod = dataclasses.replace(snap.interfaces[0], iface=b)
+    snap = Snapshot(snap.start_wall_s, 2.0, "kprobe", (*snap.interfaces, pod), hops=hops)
+    ctx = {"backend": "kprobe", "s3": "x", "filters": {}, "queue_depth_source": "q"}
+    rec = json.loads(jsonl.record(snap, "interval", ctx))
+    assert [(h["tunnel"], h["count"]) for h in rec["hops"]] == [
+        ({"type": "vxlan", "vni": 100}, 1),
+        ({"type": "geneve", "vni": 0xABCDEF}, 2),
+    ]
+    back = jsonl.parse_record(rec)
+    assert [(h.tunnel, h.transit.count) for h in back.hops] == [(vx, 1), (gn, 2)]
+    text = text_out.render(snap, "x")
+    assert "  veth0 -> eth0@pod  (vxlan vni 100)" in text
+    assert f"  veth0 -> eth0@pod  (geneve vni {0xABCDEF})" in text
+    merged = snap.merge(snap).hops
+    assert [(h.tunnel, h.transit.count) for h in merged] == [(vx, 2), (gn, 4)]

@@ -166,3 +166,55 @@ def test_missing_device_is_explained():
     rows = [OvsInterface("gone0", "", "gone0", -1, error="could not open network device")]
     m = by_name(classify("br", "system", rows, {}))["gone0"]
     assert m.reason == "no kernel device 'gone0' (OVS: could not open network device)"
+
+
+def test_underlays_and_tunnel_ports():
+    """A tunnel's underlay (found by resolve(): the route to remote_ip, and
+    the NIC behind an internal port) is measured with role underlay, naming
+    the tunnels it carries; a device already on the bridge keeps its role.
+    VXLAN and Geneve ports (dst_port or IANA's) are the parsed ones."""
+    rows = [
+        OvsInterface("vx0", "vxlan", "vx0", 2, {"remote_ip": "198.18.70.2", "key": "100"}),
+        OvsInterface("gn0", "geneve", "gn0", 3, {"remote_ip": "flow", "dst_port": "6082"}),
+        OvsInterface("gre0", "gre", "gre0", 4, {"remote_ip": "198.18.70.3"}),
+        OvsInterface("up0", "", "up0", 5),
+    ]
+    links = {n: Link(n, i, "veth", 1500, False) for i, n in enumerate(("br-ul", "nic0", "up0"), 10)}
+    underlays = {
+        "br-ul": ("gre0", "vx0"),
+        "nic0": ("gre0", "vx0"),
+        "up0": ("vx0",),
+        "gone0": ("gn0",),
+    }
+    b = classify("br-int", "netdev", rows, links, underlays=underlays)
+    m = by_name(b)
+    assert (m["nic0"].role, m["nic0"].tunnels, m["nic0"].measurable) == (
+        "underlay",
+        ("gre0", "vx0"),
+        True,
+    )
+    assert m["br-ul"].role == "underlay" and m["br-ul"].device == "br-ul"
+    assert m["up0"].role == "uplink" and m["up0"].tunnels == ()  # on the bridge already
+    assert not m["gone0"].measurable and "no kernel device" in m["gone0"].reason
+    assert b.tunnel_ports == ((4789, "vxlan"), (6082, "geneve"))  # not GRE: not parsed
+    assert {x.name for x in b.measurable(only={"underlay"})} == {"br-ul", "nic0"}
+
+
+@pytest.mark.parametrize(
+    "options, want",
+    [
+        ({"remote_ip": "198.18.70.2"}, ("route", "198.18.70.2")),
+        ({"remote_ip": "flow", "local_ip": "198.18.70.1"}, ("local", "198.18.70.1")),
+        ({"remote_ip": "198.18.70.2", "local_ip": "198.18.70.1"}, ("route", "198.18.70.2")),
+        ({"remote_ip": "flow"}, None),
+        ({}, None),
+    ],
+)
+def test_where_a_tunnels_underlay_is_looked_for(options, want):
+    from ovslat.discovery.topology import tunnel_port, underlay_address
+
+    i = OvsInterface("t0", "geneve", "t0", 1, options)
+    assert underlay_address(i) == want
+    assert tunnel_port(i) == 6081
+    assert underlay_address(OvsInterface("p0", "", "p0", 2, options)) is None
+    assert tunnel_port(OvsInterface("v0", "vxlan", "v0", 3, {"dst_port": "8472"})) == 8472

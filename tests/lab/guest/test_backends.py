@@ -144,6 +144,7 @@ def test_exact_counts(host_a, nics, host6, attach, backend):
         "events_suppressed": 0,
         "dropped": 0,
         "hops_lost": 0,
+        "encapsulated": 0,
     }
     assert i["stages"]["enqueue_to_receive"]["count"] == 250
     assert i["stages"]["receive_to_ip"]["count"] == (250 if s3 else 0)

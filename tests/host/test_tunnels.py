@@ -1,0 +1,120 @@
+"""Tunnels on the netdev datapath: a remote hypervisor sends to a pod through
+VXLAN (a Linux vxlan device) and Geneve (frames over a UDP socket: this VM has
+no geneve module), OVS userspace decapsulates. `watch` of the integration
+bridge finds the tunnels' underlay (the route to remote_ip -> the underlay
+bridge's internal port -> its NIC), counts the inner packets there under the
+user's port filter and follows each one to the pod, per tunnel and VNI. The
+kernel datapath (vxlan_sys_4789, genev_sys_6081) is tests/lab's."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ovslat.scenario import testbed
+from tests.ovslat_proc import Watch, interface, label, run_ovslat
+
+UL, INT, NIC, POD = "ovt-ul", "ovt-int", "ovt-ule", "ovt-tpod"
+VX, GN = "ovt-vx", "ovt-gn"
+LOCAL, REMOTE, POD_IP, REMOTE_VM = "198.18.70.1", "198.18.70.2", "198.18.71.10", "198.18.71.3"
+PORT, VNI_VX, VNI_GN, VLAN = 31400, 100, 200, 7
+N_VX, N_GN, N_TAGGED, N_OTHER = 120, 90, 30, 25
+
+
+@pytest.fixture
+def tunnelled():
+    """Underlay bridge ovt-ul holding the tunnel endpoint 198.18.70.1, its NIC
+    a veth to the remote hypervisor's namespace (198.18.70.2, a vxlan device
+    with VNI 100 and no UDP checksum); integration bridge ovt-int with a VXLAN
+    port (key 100), a Geneve port (key 200) and a pod. Flows send what the
+    tunnels bring to the pod (an 802.1Q tag stripped), nothing else anywhere:
+    every count is exactly what was sent."""
+    with (
+        testbed.OvsDaemons("netdev") as ovs,
+        testbed.Netns("tr") as remote,
+        testbed.Netns("tp") as pod,
+    ):
+        ovs.add_bridge(UL)
+        testbed.address_port(UL, LOCAL)
+        testbed.veth(NIC, remote, "rm0", None, REMOTE)
+        ovs.add_port(UL, NIC)
+        ovs.add_bridge(INT)
+        testbed.pod(POD, pod, POD_IP)
+        ovs.add_port(INT, POD)
+        for name, kind, key in ((VX, "vxlan", VNI_VX), (GN, "geneve", VNI_GN)):
+            ovs.add_port(INT, name, f"type={kind}", f"options:remote_ip={REMOTE}",
+                         f"options:key={key}")  # fmt: skip
+        vxlan = ["id", str(VNI_VX), "remote", LOCAL, "local", REMOTE, "dstport", "4789"]
+        remote.run("ip", "link", "add", "vx0", "type", "vxlan", *vxlan, "noudpcsum", "dev", "rm0")
+        testbed.sysctl("net.ipv6.conf.vx0.disable_ipv6", "1", remote.name)
+        remote.run("ip", "addr", "add", "198.18.71.2/24", "dev", "vx0")
+        remote.run("ip", "link", "set", "vx0", "up")
+        mac = testbed.mac_of("eth0", pod)
+        testbed.neighbour("vx0", POD_IP, mac, remote)
+        ovs.ofctl("del-flows", INT)
+        ovs.ofctl("add-flow", INT, f"in_port={VX},actions=output:{POD}")
+        ovs.ofctl("add-flow", INT, f"in_port={GN},dl_vlan={VLAN},actions=strip_vlan,output:{POD}")
+        ovs.ofctl("add-flow", INT, f"priority=0,in_port={GN},actions=output:{POD}")
+        assert testbed.ping(remote, LOCAL, 2) == 2  # ARP for the endpoint, both ways
+        testbed.neighbour("rm0", LOCAL, testbed.mac_of(UL), remote)
+        yield ovs, remote, pod, mac
+
+
+def test_discover_finds_each_tunnels_underlay(tunnelled):
+    ovs, *_ = tunnelled
+    r = run_ovslat(["discover", INT, "--db", ovs.db_sock, "--format", "json"])
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["tunnel_ports"] == {"4789": "vxlan", "6081": "geneve"}
+    by = {i["name"]: i for i in d["interfaces"]}
+    # the route to 198.18.70.2 leaves through ovt-ul, the underlay bridge's
+    # internal port: it and that bridge's NIC are the underlay
+    for name in (UL, NIC):
+        assert by[name]["role"] == "underlay" and by[name]["measurable"], by[name]
+        assert by[name]["tunnels"] == [GN, VX]
+    for name in (VX, GN):
+        assert by[name]["role"] == "tunnel" and not by[name]["measurable"]
+        assert "underlay" in by[name]["reason"]
+    table = run_ovslat(["discover", INT, "--db", ovs.db_sock]).stdout
+    assert f"tunnels {GN},{VX}" in table
+
+
+def test_vxlan_and_geneve_to_a_pod_from_the_underlay(tunnelled):
+    """Exact counts at the underlay's NIC (inner packets, under the port
+    filter) and at the pod, and the hop NIC -> pod per tunnel and VNI."""
+    ovs, remote, pod, mac = tunnelled
+    pod_eth = f"eth0@{pod.name}"
+    args = [INT, "--db", ovs.db_sock, "--protocol", "udp", "--dst-port", str(PORT)]
+    with Watch(args) as w:
+        first = w._next(10, "interval")
+        assert {label(i) for i in first["interfaces"]} == {UL, NIC, POD, pod_eth, INT}
+        testbed.send_udp(remote, POD_IP, PORT, N_VX)
+        testbed.send_udp(remote, POD_IP, PORT + 1, N_OTHER)  # filtered out everywhere
+        testbed.send_geneve(remote, LOCAL, VNI_GN, REMOTE_VM, POD_IP, PORT, N_GN, mac,
+                            option_words=2)  # fmt: skip
+        testbed.send_geneve(remote, LOCAL, VNI_GN, REMOTE_VM, POD_IP, PORT, N_TAGGED, mac,
+                            vlan=VLAN, first_id=1 + N_GN)  # fmt: skip
+        n = N_VX + N_GN + N_TAGGED
+        w.wait_for(lambda w: w.totals(pod_eth).get("ip_rcv", 0) >= n)
+        summary = w.stop()
+    nic = interface(summary, NIC)
+    assert (nic["role"], nic["bridge"]) == ("underlay", INT)
+    c = nic["counters"]
+    # the outer packets go to the endpoint's MAC, not the NIC's: no ip_rcv here
+    assert c["enqueued"] == c["received"] == c["encapsulated"] == n, c
+    assert c["parse_failures"] == c["flow_lookup_failures"] == c["hops_lost"] == 0, c
+    assert nic["stages"]["enqueue_to_receive"]["count"] == n
+    c = interface(summary, pod_eth)["counters"]
+    assert c["enqueued"] == c["received"] == c["ip_rcv"] == n, c
+    assert c["encapsulated"] == 0  # decapsulated by OVS: a plain packet in the pod
+    assert interface(summary, UL)["counters"]["enqueued"] == 0  # OVS popped them
+    hops = {(h["from"], h["to"], json.dumps(h["tunnel"])): h for h in summary["hops"]}
+    assert set(hops) == {
+        (NIC, pod_eth, json.dumps({"type": "vxlan", "vni": VNI_VX})),
+        (NIC, pod_eth, json.dumps({"type": "geneve", "vni": VNI_GN})),
+    }
+    vx = hops[(NIC, pod_eth, json.dumps({"type": "vxlan", "vni": VNI_VX}))]
+    gn = hops[(NIC, pod_eth, json.dumps({"type": "geneve", "vni": VNI_GN}))]
+    assert vx["count"] == vx["e2e"]["count"] == N_VX
+    assert gn["count"] == gn["e2e"]["count"] == N_GN + N_TAGGED
