@@ -948,7 +948,7 @@ static __always_inline void rx_reset(struct rx_state *r)
 }
 
 static __always_inline void rx_push(struct rx_state *r, u64 skb, u64 now, u32 slot,
-				    struct origin *origin)
+				    struct origin *origin, u32 v6)
 {
 	struct last_receive *e = &r->e[r->n & (RX_RING - 1)];
 
@@ -960,6 +960,7 @@ static __always_inline void rx_push(struct rx_state *r, u64 skb, u64 now, u32 sl
 	e->ts_receive_ns = now;
 	e->origin = *origin;
 	e->slot = slot;
+	e->v6 = v6;
 	r->n++;
 	r->live++;
 }
@@ -1101,7 +1102,7 @@ static __always_inline void on_receive(void *ctx, void *skb, int list)
 		c->ipv6_received_sync += p->id.family == 6;
 		c->encapsulated += !!p->outer.tunnel;
 		c->segments += skb_segments(skb);
-		rx_push(r, key, now, slot, &arrival.origin);
+		rx_push(r, key, now, slot, &arrival.origin, p->id.family == 6);
 		hop_leave(cfg, p, slot, now, &arrival.origin);
 		return;
 	}
@@ -1149,7 +1150,7 @@ received:
 		};
 		slow_packet(ctx, cfg, c, p, slot, &t);
 	}
-	rx_push(r, key, now, slot, &origin);
+	rx_push(r, key, now, slot, &origin, p->id.family == 6);
 	hop_leave(cfg, p, slot, now, &origin);
 	DBG(c, POINT_S2, DBG_LATENCY_SUBMIT);
 	return;
@@ -1165,8 +1166,8 @@ untracked:
 }
 
 /* S3: runs synchronously inside the S2 call chain on the same CPU (a GRO
- * list's, after every S2 of the list). `v6`: ipv6_rcv() or IPv6's hook. */
-static __always_inline void on_ip(void *ctx, void *skb, int v6)
+ * list's, after every S2 of the list), of either family's hook. */
+static __always_inline void on_ip(void *ctx, void *skb)
 {
 	struct last_receive *lr;
 	struct rx_state *r;
@@ -1224,7 +1225,7 @@ static __always_inline void on_ip(void *ctx, void *skb, int v6)
 		record_hop(cfg, lr->origin.slot, slot, HOP_E2E, lr->origin.tunnel,
 			   now - lr->origin.ns);
 	c->ip_rcv++;
-	c->ipv6_ip_rcv += v6;
+	c->ipv6_ip_rcv += lr->v6; /* the family S2 counted: a tunnel's inner packet's */
 	DBG(c, POINT_S3, DBG_LATENCY_SUBMIT);
 #ifndef BACKEND_TRACEPOINT
 	/* The seed summary tool's --threshold reports S2 -> S3 too. Rare (S3
@@ -1388,7 +1389,7 @@ RAW_TRACEPOINT_PROBE(netif_receive_skb)
 /* S3 of a GRO list: ip_list_rcv(head, ...) hands IPv4 (ipv6_list_rcv():
  * IPv6) the list's packets of one device and type, linked through
  * skb->list. */
-static __always_inline void on_ip_list(void *ctx, void *head, int v6)
+static __always_inline void on_ip_list(void *ctx, void *head)
 {
 	void *skb = 0;
 	int i;
@@ -1398,7 +1399,7 @@ static __always_inline void on_ip_list(void *ctx, void *head, int v6)
 	for (i = 0; i < RX_RING; i++) {
 		if (!skb || skb == head)
 			break;
-		on_ip(ctx, skb, v6);
+		on_ip(ctx, skb);
 		if (KREAD(skb, skb + OFF_SKB_NEXT))
 			break;
 	}
@@ -1422,14 +1423,14 @@ KFUNC_PROBE(__netif_receive_skb, void *skb)
 
 KFUNC_PROBE(ip_rcv, void *skb)
 {
-	on_ip(ctx, skb, 0);
+	on_ip(ctx, skb);
 	return 0;
 }
 
 #ifdef HAVE_IP_LIST_RCV
 KFUNC_PROBE(ip_list_rcv, void *head)
 {
-	on_ip_list(ctx, head, 0);
+	on_ip_list(ctx, head);
 	return 0;
 }
 #endif
@@ -1437,7 +1438,7 @@ KFUNC_PROBE(ip_list_rcv, void *head)
 #ifdef HAVE_IPV6_RCV
 KFUNC_PROBE(ipv6_rcv, void *skb)
 {
-	on_ip(ctx, skb, 1);
+	on_ip(ctx, skb);
 	return 0;
 }
 #endif
@@ -1445,7 +1446,7 @@ KFUNC_PROBE(ipv6_rcv, void *skb)
 #ifdef HAVE_IPV6_LIST_RCV
 KFUNC_PROBE(ipv6_list_rcv, void *head)
 {
-	on_ip_list(ctx, head, 1);
+	on_ip_list(ctx, head);
 	return 0;
 }
 #endif
@@ -1466,20 +1467,20 @@ int kprobe_receive(struct pt_regs *ctx, void *skb)
 
 int kprobe_ip(struct pt_regs *ctx, void *skb)
 {
-	on_ip(ctx, skb, 0);
+	on_ip(ctx, skb);
 	return 0;
 }
 
 int kprobe_ipv6(struct pt_regs *ctx, void *skb)
 {
-	on_ip(ctx, skb, 1);
+	on_ip(ctx, skb);
 	return 0;
 }
 
 #ifdef HAVE_IP_LIST_RCV
 int kprobe_ip_list(struct pt_regs *ctx, void *head)
 {
-	on_ip_list(ctx, head, 0);
+	on_ip_list(ctx, head);
 	return 0;
 }
 #endif
@@ -1487,7 +1488,7 @@ int kprobe_ip_list(struct pt_regs *ctx, void *head)
 #ifdef HAVE_IPV6_LIST_RCV
 int kprobe_ipv6_list(struct pt_regs *ctx, void *head)
 {
-	on_ip_list(ctx, head, 1);
+	on_ip_list(ctx, head);
 	return 0;
 }
 #endif
@@ -1623,7 +1624,7 @@ int netfilter_ip_rcv(struct bpf_nf_ctx_mirror *ctx)
 	void *skb = ctx->skb;
 
 	if (skb)
-		on_ip(ctx, skb, 0);
+		on_ip(ctx, skb);
 	return 1; /* NF_ACCEPT */
 }
 
@@ -1632,7 +1633,7 @@ int netfilter_ipv6_rcv(struct bpf_nf_ctx_mirror *ctx)
 	void *skb = ctx->skb;
 
 	if (skb)
-		on_ip(ctx, skb, 1);
+		on_ip(ctx, skb);
 	return 1; /* NF_ACCEPT */
 }
 

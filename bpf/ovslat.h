@@ -189,7 +189,7 @@ struct last_receive {
 	__u64 ts_receive_ns;
 	struct origin origin;
 	__u32 slot;
-	__u32 pad;
+	__u32 v6; /* 1: an IPv6 packet (a tunnel's: its inner one), as S2 counted it */
 };
 
 /* Per-hop correlation. The same packet is a different sk_buff once OVS's

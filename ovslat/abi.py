@@ -186,7 +186,7 @@ class LastReceive(ctypes.Structure):
         ("ts_receive_ns", u64),
         ("origin", Origin),
         ("slot", u32),
-        ("pad", u32),
+        ("v6", u32),
     ]
 
 

@@ -459,30 +459,37 @@ os.close(fd)
 """
 
 
-# A remote tunnel endpoint without a geneve device (this VM's kernel has no
-# module): Geneve frames written over a UDP socket, each an Ethernet frame of
-# one IPv4 UDP datagram (inner IP ids first_id, first_id + 1, ...), VNI and options as given, an
-# 802.1Q tag inside when asked. The outer UDP checksum is 0 (SO_NO_CHECK):
-# OVS userspace refuses a checksum left to offload on a veth.
-_GENEVE_SENDER = """
+# A remote tunnel endpoint without a device of its own (this VM's kernel has
+# no geneve module; and a vxlan device cannot be told what to put inside):
+# Geneve or VXLAN packets written over a UDP socket (IPv4 or IPv6, as the
+# outer address is), each an Ethernet frame of one IPv4 UDP datagram (inner
+# IP ids first_id, first_id + 1, ...), VNI and Geneve options as given, an
+# 802.1Q tag inside when asked. An IPv4 outer UDP checksum is 0
+# (SO_NO_CHECK): OVS userspace refuses a checksum left to offload on a veth.
+_TUNNEL_SENDER = """
 import socket, struct, sys, time
-outer, vni, src, dst, port, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], \
-    int(sys.argv[5]), int(sys.argv[6])
-dst_mac, vlan, opt_words = bytes.fromhex(sys.argv[7].replace(":", "")), int(sys.argv[8]), \
-    int(sys.argv[9])
-first_id = int(sys.argv[10])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, 11, 1)  # SO_NO_CHECK
+kind, outer, vni, src, dst = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+port, count = int(sys.argv[6]), int(sys.argv[7])
+dst_mac = bytes.fromhex(sys.argv[8].replace(":", ""))
+vlan, opt_words, first_id = int(sys.argv[9]), int(sys.argv[10]), int(sys.argv[11])
+v6 = ":" in outer
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+if not v6:
+    s.setsockopt(socket.SOL_SOCKET, 11, 1)  # SO_NO_CHECK
 def csum(b):
     t = sum(struct.unpack(f"!{len(b) // 2}H", b))
     while t >> 16:
         t = (t & 0xFFFF) + (t >> 16)
     return ~t & 0xFFFF
-# options: one non-critical TLV (class 0xff01, type 1) of opt_words - 1 words
-opts = b""
-if opt_words:
-    opts = struct.pack("!HBB", 0xFF01, 1, opt_words - 1) + b"\\0" * 4 * (opt_words - 1)
-geneve = struct.pack("!BBH", len(opts) // 4, 0, 0x6558) + vni.to_bytes(3, "big") + b"\\0"
+if kind == "vxlan":
+    head, to = b"\\x08\\0\\0\\0" + vni.to_bytes(3, "big") + b"\\0", 4789
+else:
+    # options: one non-critical TLV (class 0xff01, type 1) of opt_words - 1 words
+    opts = b""
+    if opt_words:
+        opts = struct.pack("!HBB", 0xFF01, 1, opt_words - 1) + b"\\0" * 4 * (opt_words - 1)
+    geneve = struct.pack("!BBH", len(opts) // 4, 0, 0x6558) + vni.to_bytes(3, "big") + b"\\0"
+    head, to = geneve + opts, 6081
 tag = struct.pack("!HH", 0x8100, vlan) if vlan else b""
 for i in range(count):
     payload = i.to_bytes(8, "big") + b"g" * 24
@@ -491,13 +498,14 @@ for i in range(count):
                      17, 0, socket.inet_aton(src), socket.inet_aton(dst))
     ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
     frame = dst_mac + bytes.fromhex("020000000077") + tag + b"\\x08\\x00" + ip + udp
-    s.sendto(geneve + opts + frame, (outer, 6081))
+    s.sendto(head + frame, (outer, to))
     time.sleep(0.001)
 """
 
 
-def send_geneve(
+def send_tunnelled(
     ns: Netns,
+    kind: str,
     outer_dst: str,
     vni: int,
     src: str,
@@ -509,15 +517,54 @@ def send_geneve(
     option_words: int = 0,
     first_id: int = 1,
 ) -> None:
-    """Exactly `count` Geneve packets from `ns` to outer_dst:6081, VNI `vni`,
-    each an Ethernet frame to dst_mac holding one UDP datagram src -> dst:port;
-    an 802.1Q tag `vlan` inside when non-zero, and a Geneve option of
-    option_words 4-byte words (0: none). Inner IP ids from first_id: two
-    batches between the same hosts must not repeat each other's headers
-    within a second, or their hops are ambiguous (as a real IP stack's ids
-    never are)."""
-    args = (outer_dst, str(vni), src, dst, str(port), str(count), dst_mac, str(vlan))
-    ns.run(sys.executable, "-c", _GENEVE_SENDER, *args, str(option_words), str(first_id))
+    """Exactly `count` `kind` ("geneve" or "vxlan") packets from `ns` to
+    outer_dst (port 6081 or 4789), VNI `vni`, each an Ethernet frame to
+    dst_mac holding one UDP datagram src -> dst:port; an 802.1Q tag `vlan`
+    inside when non-zero, and a Geneve option of option_words 4-byte words (0:
+    none). Inner IP ids from first_id: two batches between the same hosts
+    must not repeat each other's headers within a second, or their hops are
+    ambiguous (as a real IP stack's ids never are)."""
+    args = (kind, outer_dst, str(vni), src, dst, str(port), str(count), dst_mac, str(vlan))
+    ns.run(sys.executable, "-c", _TUNNEL_SENDER, *args, str(option_words), str(first_id))
+
+
+# Ethernet frames written raw (AF_PACKET) on a device: 802.1Q / 802.1ad tags
+# stay in the frame, as a device that does not strip them hands them over.
+_TAGGED_SENDER = """
+import socket, struct, sys, time
+ifname, dst_mac, src, dst, port, count = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], \\
+    int(sys.argv[5]), int(sys.argv[6])
+tags = [int(t) for t in sys.argv[7].split(",")]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((ifname, 0))
+src_mac = s.getsockname()[4]
+def csum(b):
+    t = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    while t >> 16:
+        t = (t & 0xFFFF) + (t >> 16)
+    return ~t & 0xFFFF
+# the outer tag of two is a service tag (802.1ad), as QinQ sends them
+tpids = [0x88A8] * (len(tags) - 1) + [0x8100]
+head = bytes.fromhex(dst_mac.replace(":", "")) + src_mac + b"".join(
+    struct.pack("!HH", tpid, tag) for tpid, tag in zip(tpids, tags)) + b"\\x08\\x00"
+for i in range(count):
+    payload = i.to_bytes(8, "big") + b"t" * 24
+    udp = struct.pack("!HHHH", 40002, port, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1 + i, 0, 64, 17, 0,
+                     socket.inet_aton(src), socket.inet_aton(dst))
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    s.send(head + ip + udp)
+    time.sleep(0.001)
+"""
+
+
+def send_tagged(
+    ns: Netns, ifname: str, dst_mac: str, src: str, dst: str, port: int, count: int, tags
+) -> None:
+    """Exactly `count` frames out of `ifname` in `ns`, each one IPv4 UDP
+    datagram src -> dst:port behind the VLAN tags `tags` (outermost first)."""
+    args = (ifname, dst_mac, src, dst, str(port), str(count), ",".join(str(t) for t in tags))
+    ns.run(sys.executable, "-c", _TAGGED_SENDER, *args)
 
 
 def tap(name: str) -> None:

@@ -91,10 +91,9 @@ def test_vxlan_and_geneve_to_a_pod_from_the_underlay(tunnelled):
         assert {label(i) for i in first["interfaces"]} == {UL, NIC, POD, pod_eth, INT}
         testbed.send_udp(remote, POD_IP, PORT, N_VX)
         testbed.send_udp(remote, POD_IP, PORT + 1, N_OTHER)  # filtered out everywhere
-        testbed.send_geneve(remote, LOCAL, VNI_GN, REMOTE_VM, POD_IP, PORT, N_GN, mac,
-                            option_words=2)  # fmt: skip
-        testbed.send_geneve(remote, LOCAL, VNI_GN, REMOTE_VM, POD_IP, PORT, N_TAGGED, mac,
-                            vlan=VLAN, first_id=1 + N_GN)  # fmt: skip
+        geneve = (remote, "geneve", LOCAL, VNI_GN, REMOTE_VM, POD_IP, PORT)
+        testbed.send_tunnelled(*geneve, N_GN, mac, option_words=2)
+        testbed.send_tunnelled(*geneve, N_TAGGED, mac, vlan=VLAN, first_id=1 + N_GN)
         n = N_VX + N_GN + N_TAGGED
         w.wait_for(lambda w: w.totals(pod_eth).get("ip_rcv", 0) >= n)
         summary = w.stop()
@@ -118,3 +117,39 @@ def test_vxlan_and_geneve_to_a_pod_from_the_underlay(tunnelled):
     gn = hops[(NIC, pod_eth, json.dumps({"type": "geneve", "vni": VNI_GN}))]
     assert vx["count"] == vx["e2e"]["count"] == N_VX
     assert gn["count"] == gn["e2e"]["count"] == N_GN + N_TAGGED
+
+
+def test_outer_ipv6_and_vlan_tags():
+    """Without OVS: a veth receiving VXLAN over IPv6 (parsed to the inner
+    IPv4 datagram: the port filter, the inner family, S3 at IPv6's hook) and
+    frames whose 802.1Q / 802.1ad tags the device left in place (one tag,
+    then two): each counted exactly under the inner port filter."""
+    n6, n_q, n_qinq = 60, 40, 30
+    with testbed.Netns("tq") as ns:
+        testbed.veth("ovt-tq0", ns, "tq1", "198.18.72.1", "198.18.72.2")
+        testbed.ipv6("ovt-tq0", "2001:2:0:72::1")
+        testbed.ipv6("tq1", "2001:2:0:72::2", ns)
+        testbed.neighbour("ovt-tq0", "2001:2:0:72::2", testbed.mac_of("tq1", ns))
+        testbed.neighbour("tq1", "2001:2:0:72::1", testbed.mac_of("ovt-tq0"), ns)
+        mac = testbed.mac_of("ovt-tq0")
+        args = ["-i", "ovt-tq0", "--protocol", "udp", "--dst-port", str(PORT)]
+        with Watch(args) as w:
+            w._next(10, "interval")
+            testbed.send_tunnelled(ns, "vxlan", "2001:2:0:72::1", 300, "198.18.73.2",
+                                   "198.18.73.1", PORT, n6, mac)  # fmt: skip
+            testbed.send_tagged(ns, "tq1", mac, "198.18.72.2", "198.18.72.1", PORT, n_q, [7])
+            testbed.send_tagged(ns, "tq1", mac, "198.18.72.2", "198.18.72.1", PORT, n_qinq,
+                                [100, 7])  # fmt: skip
+            n = n6 + n_q + n_qinq
+            w.wait_for(lambda w: w.totals("ovt-tq0").get("received", 0) >= n)
+            summary = w.stop()
+    i = interface(summary, "ovt-tq0")
+    c = i["counters"]
+    assert c["enqueued"] == c["received"] == n and c["encapsulated"] == n6, c
+    assert c["parse_failures"] == c["flow_lookup_failures"] == 0, c
+    # IPv6 received the VXLAN datagrams; the tagged frames go to no VLAN
+    # device (none exists here), so IPv4 never sees them
+    assert c["ip_rcv"] == n6, c
+    assert i["families"]["ipv4"] == {"enqueued": n, "received": n, "received_sync": 0,
+                                     "ip_rcv": n6}  # fmt: skip
+    assert i["families"]["ipv6"]["enqueued"] == i["families"]["ipv6"]["ip_rcv"] == 0
