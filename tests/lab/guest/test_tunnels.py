@@ -64,8 +64,8 @@ def test_vxlan_and_geneve_kernel_datapath(attach, backend):
             # window) on a port the filter leaves out
             for ns in (rx, rg):
                 testbed.send_udp(ns, POD_IP, PORT + 1, 3)
-            for t, ns in zip(TUNNELS, (rx, rg), strict=True):
-                testbed.send_udp(ns, POD_IP, PORT, t[-1])
+            for t, ns in zip(TUNNELS, (rx, rg), strict=True):  # paced: few marks in flight
+                ns.run(*testbed.udp_argv(POD_IP, PORT, count=t[-1], pps=1000))
             w.wait_for(lambda w: w.totals(pod_eth).get("ip_rcv", 0) >= n, timeout_s=120)
             summary = w.stop(timeout_s=120)
     c = interface(summary, pod_eth)["counters"]
@@ -84,8 +84,15 @@ def test_vxlan_and_geneve_kernel_datapath(attach, backend):
         # decapsulated into the GRO cell, received from its list: in place
         assert c["received_sync"] == sent and c["enqueued"] == c["encapsulated"] == 0, c
         tunnel = {"type": kind, "vni": vni}
-        for a, b in ((nic, DEVICES[kind]), (DEVICES[kind], pod_eth)):
-            assert hops[(a, b, vni)]["tunnel"] == tunnel and hops[(a, b, vni)]["count"] == sent
-        assert hops[(nic, pod_eth, vni)]["e2e"]["count"] == sent
+        into, out = hops[(nic, DEVICES[kind], vni)], hops[(DEVICES[kind], pod_eth, vni)]
+        assert into["tunnel"] == out["tunnel"] == tunnel
+        # every hop, or its mark's loss (a shared slot of the mark table), counted
+        # exactly; a packet whose first mark was lost leaves the tunnel device
+        # with no tunnel known (that hop's key has none)
+        nic_lost, dev_lost = u["counters"]["hops_lost"], c["hops_lost"]
+        assert into["count"] + nic_lost == sent and nic_lost + dev_lost <= 2
+        onward = sum(h["count"] for k, h in hops.items() if k[:2] == (DEVICES[kind], pod_eth))
+        assert onward + dev_lost == sent
+        assert sent - nic_lost - dev_lost <= hops[(nic, pod_eth, vni)]["e2e"]["count"] <= sent
     for i in summary["interfaces"]:
-        assert i["counters"]["flow_lookup_failures"] == i["counters"]["hops_lost"] == 0, i
+        assert i["counters"]["flow_lookup_failures"] == 0, i
