@@ -89,7 +89,12 @@ def test_uplink_to_bridge_hop(client, rps):
         + br["enqueue_to_receive"]["sum_ns"]
         + br["receive_to_ip"]["sum_ns"]
     )
-    assert e2e["sum_ns"] == parts
+    if br_i["in_flight"] == 0:
+        assert e2e["sum_ns"] == parts
+    else:
+        # a packet the tap-RPS limit hid from S2 has its uplink stage and its
+        # transit in `parts`, and no end to end (a CI run: 1 of 40, 299 us)
+        assert e2e["sum_ns"] < parts
     assert e2e["p50_us"] >= h["p50_us"] * 0.875  # bucket resolution
     assert e2e["max_us"] >= h["max_us"]
 

@@ -98,16 +98,22 @@ def test_nic_uplink_to_bridge_hop_netdev(rps):
             summary = w.stop()
     up, br = interface(summary, UP)["counters"], interface(summary, BR)["counters"]
     if rps:
-        assert up["enqueued"] == up["received"] == 200 and up["received_sync"] == 0
+        # README, known limits: with RPS a few packets (0-7 of 200, in about
+        # one run of 20 here) reach OVS without the core-receive tracepoint
+        # reaching any BPF program on the uplink; the tracepoint backend
+        # counts a NIC's RPS enqueue at S2, so they are in no counter there
+        seen = up["received"]
+        assert up["enqueued"] == seen and 190 <= seen <= 200 and up["received_sync"] == 0
     else:
+        seen = 200
         assert up["received_sync"] == 200 and up["enqueued"] == up["received"] == 0
-    assert up["segments"] == 200 and up["flow_lookup_failures"] == 0
+    assert up["segments"] == seen and up["flow_lookup_failures"] == 0
     # the bridge's internal port, a tap: received in place
     assert br["received_sync"] == br["ip_rcv"] == 200 and br["flow_lookup_failures"] == 0
     (h,) = (h for h in summary["hops"] if (h["from"], h["to"]) == (UP, BR))
     # packets in flight at once may share a slot of the mark table: each
     # such loss is counted on the uplink
-    assert h["count"] == h["e2e"]["count"] == 200 - up["hops_lost"]
+    assert h["count"] == h["e2e"]["count"] == seen - up["hops_lost"]
     assert up["hops_lost"] <= 4
 
 
