@@ -24,8 +24,11 @@ _DPDK = ("dpdk", "dpdkr", "afxdp", "afxdp-nonpmd")
 _VHOST_USER = ("dpdkvhostuser", "dpdkvhostuserclient")
 ROLES = ("uplink", "internal", "pod", "vm", "tunnel", "underlay", "patch")
 # Tunnels whose packets ovslat measures by their inner packet (bpf/ovslat.bpf.c:
-# parse_tunnel), by OVS type.
+# tunnel_inner), by OVS type, and their IANA ports (the kernel datapath's too).
 PARSED_TUNNELS = ("vxlan", "geneve")
+IANA_TUNNEL_PORTS: dict[int, str] = {
+    port: t for t in PARSED_TUNNELS if (port := _TUNNEL_DEVICES[t][1]) is not None
+}
 # An Interface row's external_ids:ovslat_role overrides the role ovslat infers:
 # for a veth that plays a NIC (a router's namespace on the other end), say.
 ROLE_OVERRIDE = "ovslat_role"

@@ -19,6 +19,7 @@ from bcc.libbcc import lib as libbcc
 from ovslat import abi
 from ovslat.abi import BACKENDS, NDBG, NMAX, NPOINTS, ConfigFlag, IfaceFlag
 from ovslat.data import data_dir
+from ovslat.discovery.topology import IANA_TUNNEL_PORTS
 from ovslat.engine import headers, nflink
 from ovslat.engine.btf import BtfError
 from ovslat.engine.kernel import (
@@ -74,7 +75,7 @@ OPTIONAL = (
 )
 # The IANA ports of the tunnels whose inner packets are parsed; a bridge's
 # tunnels add theirs (options:dst_port) through set_tunnel_ports().
-DEFAULT_TUNNEL_PORTS = {4789: "vxlan", 6081: "geneve"}
+DEFAULT_TUNNEL_PORTS = IANA_TUNNEL_PORTS
 NO_REASON = "NO_REASON"  # the reason of a drop on a kernel that gives none
 
 
