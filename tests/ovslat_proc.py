@@ -20,7 +20,13 @@ OVSLAT = [sys.executable, "-m", "ovslat.cli"]
 class Watch:
     """`ovslat watch --format json ...` running; records arrive on a queue."""
 
-    def __init__(self, args: list[str], interval: float = 0.2, timeout_s: float = 60.0):
+    def __init__(
+        self,
+        args: list[str],
+        interval: float = 0.2,
+        timeout_s: float = 60.0,
+        env: dict[str, str] | None = None,
+    ):
         cmd = OVSLAT + ["watch", "--format", "json", "--interval", str(interval), *args]
         self.proc = subprocess.Popen(
             cmd,
@@ -28,7 +34,7 @@ class Watch:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.records: queue.Queue = queue.Queue()
         self.intervals: list[dict] = []
@@ -165,10 +171,11 @@ def run_ovslat(args: list[str], timeout_s: float = 60.0) -> subprocess.Completed
 
 # Names bcc gives ovslat's programs (bpf/ovslat.bpf.c), on every backend.
 OVSLAT_PROGRAMS = (
-    "napi_poll",
-    "kfree_skb",
-    "netif_rx",
-    "raw_tracepoint__netif_receive_skb",
+    "learn_napi_poll",
+    "drop_kfree_skb",
+    "tp_",  # the tracepoints of every backend, tp_btf or raw
+    "napi_gro_",
+    "napi_list_entry",
     "netfilter_ip_rcv",
     "enqueue_to_backlog",
     "__netif_receive_skb",
@@ -179,16 +186,21 @@ OVSLAT_PROGRAMS = (
 )
 
 
-def ovslat_prog_ids() -> set[int]:
-    """Ids of the loaded BPF programs that are ovslat's, by name."""
+def ovslat_progs() -> dict[int, dict]:
+    """The loaded BPF programs that are ovslat's, by name: id -> bpftool's
+    description (name, type, ...)."""
     out = subprocess.run(
         ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True
     ).stdout
     return {
-        p["id"]
+        p["id"]: p
         for p in json.loads(out)
         if any(p.get("name", "").startswith(n) for n in OVSLAT_PROGRAMS)
     }
+
+
+def ovslat_prog_ids() -> set[int]:
+    return set(ovslat_progs())
 
 
 def programs_left(before: set[int], timeout_s: float = 5.0) -> set[int]:

@@ -180,6 +180,11 @@ class Btf:
         """True when the kernel exposes `name` as a BTF FUNC: the condition for fentry."""
         return (FUNC, name) in self._by_name
 
+    def tracepoint_btf_id(self, name: str) -> int | None:
+        """The type id of tracepoint `name`'s btf_trace_<name> typedef: what a
+        tp_btf program is loaded for. None when the kernel has none."""
+        return self._by_name.get((TYPEDEF, f"btf_trace_{name}")) or None
+
     def tracepoint_args(self, name: str) -> int | None:
         """How many arguments tracepoint `name` passes a raw tracepoint
         program (its btf_trace_<name> prototype, less the leading __data);

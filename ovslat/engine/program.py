@@ -20,7 +20,7 @@ from ovslat import abi
 from ovslat.abi import BACKENDS, NDBG, NMAX, NPOINTS, ConfigFlag, IfaceFlag
 from ovslat.data import data_dir
 from ovslat.discovery.topology import IANA_TUNNEL_PORTS
-from ovslat.engine import headers, nflink
+from ovslat.engine import headers, nflink, tpbtf
 from ovslat.engine.btf import BtfError
 from ovslat.engine.kernel import (
     HOOKS,
@@ -62,10 +62,24 @@ S1_MEANING = {
 # (tracepoint, function in bpf/). They need napi_poll's program, which ends
 # the poll they start.
 NAPI_HOOKS = (
+    ("napi_gro_receive_exit", "napi_gro_exit"),  # exits first: see RECEIVE_HOOKS
     ("napi_gro_receive_entry", "napi_gro_entry"),
-    ("napi_gro_receive_exit", "napi_gro_exit"),
     ("netif_receive_skb_list_entry", "napi_list_entry"),
 )
+# The tracepoints every backend attaches (which receives are synchronous,
+# and the core receive), then the tracepoint backend's S1 of a backlog:
+# (tracepoint, function in bpf/), attached in this order. An exit before its
+# entry: an entry whose exit went unseen while the other was being attached
+# would leave bpf/'s stack of calls in progress one deeper for good.
+RECEIVE_HOOKS = (
+    ("netif_receive_skb_exit", "tp_receive_exit"),
+    ("netif_receive_skb_entry", "tp_receive_entry"),
+    ("netif_receive_skb", "tp_receive"),
+)
+TRACEPOINT_S1 = (("netif_rx", "tp_netif_rx"),)
+# OVSLAT_TP_BTF=0: the tracepoint backend loads its programs as plain raw
+# tracepoints (probe reads), as it does by itself where tp_btf is refused.
+TP_BTF_ENV = "OVSLAT_TP_BTF"
 
 
 # Optional raw tracepoints: (tracepoint, function in bpf/, what is lost without).
@@ -168,7 +182,7 @@ def header_tree() -> headers.HeaderTree:
     return _TREE
 
 
-def cflags(kernel: KernelInfo, backend: str, o: EngineOptions) -> list[str]:
+def cflags(kernel: KernelInfo, backend: str, o: EngineOptions, tp_btf: bool = False) -> list[str]:
     flags = header_tree().cflags(headers.bcc_arch(os.uname().machine)) + [
         f"-I{BPF_DIR}",
         f"-DBACKEND_{backend.upper()}",
@@ -193,7 +207,17 @@ def cflags(kernel: KernelInfo, backend: str, o: EngineOptions) -> list[str]:
         flags.append("-DKFREE_SKB_REASON")
     if o.debug:
         flags.append("-DOVSLAT_DEBUG")
+    if tp_btf:
+        flags.append("-DTP_BTF")
     return flags
+
+
+def tp_btf_wanted(kernel: KernelInfo) -> bool:
+    """Load the tracepoint backend's programs as tp_btf: the kernel's BTF
+    describes its tracepoints (Linux >= 5.5), unless OVSLAT_TP_BTF=0."""
+    if os.environ.get(TP_BTF_ENV, "1") == "0":
+        return False
+    return all(kernel.btf.tracepoint_btf_id(tp) for tp, _ in RECEIVE_HOOKS + TRACEPOINT_S1)
 
 
 def has_list_hook(kernel: KernelInfo, backend: str, hook: str = LIST_HOOK) -> bool:
@@ -230,6 +254,10 @@ class Program:
         self._links: dict[int, list[int]] = {}
         self._nf_fns: list[tuple[int, Any]] = []  # (NFPROTO_*, loaded program)
         self._epoch = 0
+        # tracepoint backend: its programs loaded as tp_btf (typed field loads)
+        self.tp_btf = backend == "tracepoint" and tp_btf_wanted(kernel)
+        self._tp_progs: dict[str, int] = {}  # tp_btf: function -> program fd
+        self._tp_links: dict[str, int] = {}  # tp_btf: tracepoint -> link fd
         self.bpf = self._compile_and_attach()
         self._ifaces = self.bpf["ifaces"]
         self._counters = self.bpf["counters"]
@@ -267,9 +295,11 @@ class Program:
         failure = None
         with _captured_stderr() as err:
             try:
-                # fentry and raw tracepoint programs attach as they load.
-                flags = cflags(self.kernel, self.backend, self.opts)
-                b = BPF(src_file=str(SOURCE).encode(), cflags=flags)
+                # fentry programs attach as they load
+                b = self._compile()
+                hooks = RECEIVE_HOOKS + (TRACEPOINT_S1 if self.backend == "tracepoint" else ())
+                for tp, fn in hooks:
+                    self._attach_tp(b, tp, fn)
                 if self.backend == "kprobe":
                     for hook, fn in _KPROBE_FN.items():
                         symbol = symbols[hook]
@@ -283,6 +313,7 @@ class Program:
             except Exception as e:  # bcc raises bare Exception for load/attach failures
                 failure = str(e).strip()
                 if b is not None:
+                    self._close_tp()
                     b.cleanup()
         if failure is not None:
             detail = _last_line(err["text"])
@@ -315,6 +346,77 @@ class Program:
             self._load_netfilter(b)
         return b
 
+    def _compile(self) -> BPF:
+        """bcc's compile (and fentry's load); as tp_btf, every tracepoint
+        program also through the verifier, or, refused, compiled again for
+        raw tracepoints with a note."""
+        b = BPF(
+            src_file=str(SOURCE).encode(),
+            cflags=cflags(self.kernel, self.backend, self.opts, self.tp_btf),
+        )
+        if not self.tp_btf:
+            return b
+        try:
+            for tp, fn in self._tracepoint_programs():
+                self._tp_progs[fn] = self._load_tp_btf(b, tp, fn)
+            return b
+        except OSError as e:
+            self._close_tp()
+            b.cleanup()
+            self.tp_btf = False
+            self.notes.append(
+                "tracepoint programs run as raw tracepoints (a probe read per field): "
+                f"the kernel refused them as tp_btf ({e.strerror})"
+            )
+        return BPF(
+            src_file=str(SOURCE).encode(), cflags=cflags(self.kernel, self.backend, self.opts)
+        )
+
+    def _tracepoint_programs(self) -> list[tuple[str, str]]:
+        """(tracepoint, function) of every program the tracepoint backend
+        may attach that this kernel has the tracepoint for."""
+        every = (
+            RECEIVE_HOOKS + TRACEPOINT_S1 + tuple((tp, fn) for tp, fn, _ in OPTIONAL) + NAPI_HOOKS
+        )
+        return [(tp, fn) for tp, fn in every if self.kernel.btf.tracepoint_args(tp) is not None]
+
+    def _load_tp_btf(self, b: BPF, tp: str, fn: str) -> int:
+        name = fn.encode()
+        insns = ctypes.string_at(libbcc.bpf_function_start(b.module, name),
+                                 libbcc.bpf_function_size(b.module, name))  # fmt: skip
+        btf_id = self.kernel.btf.tracepoint_btf_id(tp)
+        assert btf_id is not None  # _tracepoint_programs() keeps the kernel's tracepoints only
+        try:
+            return tpbtf.load(insns, fn, btf_id, libbcc.bpf_module_license(b.module))
+        except OSError as e:
+            raise OSError(e.errno, f"{fn}: {e.strerror}") from None
+
+    def _attach_tp(self, b: BPF, tp: str, fn: str) -> None:
+        if not self.tp_btf:
+            b.attach_raw_tracepoint(tp=tp.encode(), fn_name=fn.encode())
+            return
+        prog = self._tp_progs.get(fn)
+        if prog is None:
+            prog = self._tp_progs[fn] = self._load_tp_btf(b, tp, fn)
+        self._tp_links[tp] = tpbtf.attach(prog)
+
+    def _detach_tp(self, b: BPF, tp: str) -> None:
+        link = self._tp_links.pop(tp, None)
+        if link is not None:
+            os.close(link)
+        elif tp.encode() in b.raw_tracepoint_fds:
+            b.detach_raw_tracepoint(tp=tp.encode())
+
+    def _tracepoints(self, b: BPF) -> set[str]:
+        return {tp.decode() for tp in b.raw_tracepoint_fds} | set(self._tp_links)
+
+    def _close_tp(self) -> None:
+        for fd in [*self._tp_links.values(), *self._tp_progs.values()]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._tp_links.clear()
+        self._tp_progs.clear()
+
     def _attach_napi(self, b: BPF) -> None:
         """The tracepoint backend's S1 on NAPI devices. Without them (or
         without napi_poll, which ends what they begin) a NIC's packets are
@@ -331,7 +433,7 @@ class Program:
             with _captured_stderr() as err:
                 try:
                     for tp, fn in NAPI_HOOKS:
-                        b.attach_raw_tracepoint(tp=tp.encode(), fn_name=fn.encode())
+                        self._attach_tp(b, tp, fn)
                         attached.append(tp)
                 except Exception as e:  # bcc raises bare Exception
                     why = f"the kernel refused a NAPI program ({_last_line(err['text']) or e})"
@@ -339,7 +441,7 @@ class Program:
             self.napi = True
             return
         for tp in attached:
-            b.detach_raw_tracepoint(tp=tp.encode())
+            self._detach_tp(b, tp)
         self.s1 = S1_MEANING["tracepoint"].split("; on a NAPI")[0]
         self.notes.append(
             f"NIC (NAPI) receives have no S1 and count as flow lookup failures: {why}"
@@ -354,7 +456,7 @@ class Program:
                 continue
             with _captured_stderr() as err:
                 try:
-                    b.attach_raw_tracepoint(tp=tp.encode(), fn_name=fn.encode())
+                    self._attach_tp(b, tp, fn)
                     ok = True
                 except Exception as e:  # bcc raises bare Exception
                     ok, why = False, (_last_line(err["text"]) or str(e).strip())
@@ -362,7 +464,7 @@ class Program:
                 self.notes.append(f"{lost}: the kernel refused the {tp} program ({why})")
             elif tp == "napi_poll":
                 self._learning = True
-        if b"kfree_skb" in b.raw_tracepoint_fds and not self._drop_reasons:
+        if "kfree_skb" in self._tracepoints(b) and not self._drop_reasons:
             self.notes.append(
                 "drop reasons unavailable: kfree_skb passes none below Linux 5.17 "
                 f"(drops are counted, as reason {NO_REASON})"
@@ -370,7 +472,7 @@ class Program:
 
     @property
     def attached(self) -> set[str]:
-        return {tp.decode() for tp in self.bpf.raw_tracepoint_fds} if self.bpf else set()
+        return self._tracepoints(self.bpf) if self.bpf else set()
 
     def _load_netfilter(self, b: BPF) -> None:
         try:
@@ -702,7 +804,7 @@ class Program:
                 return True  # also ends each NAPI poll's list receives: stays
             known = {cpu.value for cpu, sd in self.bpf["backlogs"].items() if sd.value}
             if online_cpus() <= known:
-                self.bpf.detach_raw_tracepoint(tp=b"napi_poll")
+                self._detach_tp(self.bpf, "napi_poll")
                 self._learning = False
         return not self._learning
 
@@ -711,6 +813,7 @@ class Program:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._links.clear()
+        self._close_tp()
         if self.bpf is not None:
             if self._threshold:
                 # close the perf readers while the map is still open; bcc's

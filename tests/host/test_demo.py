@@ -6,21 +6,39 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
 
 from tests.ovslat_proc import OVSLAT, REPO, interface
 
+# `ovslat demo` with the attach of one tracepoint's program held back, as a
+# busy machine can (a CI run once took long enough to attach the exit of
+# netif_receive_skb after its entry that a CPU's stack of calls in progress
+# filled with entries whose exits went unseen: S1 stopped there, and the
+# bridge port counted half its packets). The exit is attached first now.
+SLOW_ATTACH = """
+import sys, time
+from ovslat.engine import program
+attach = program.Program._attach_tp
+def slow(self, b, tp, fn):
+    attach(self, b, tp, fn)
+    time.sleep(float(sys.argv[1]))
+program.Program._attach_tp = slow
+from ovslat import cli
+sys.exit(cli.main(sys.argv[2:]))
+"""
 
-def test_demo_json_is_consistent():
-    r = subprocess.run(
-        OVSLAT + ["demo", "--duration", "2", "--format", "json", "--pps", "500"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+
+@pytest.mark.parametrize("attach_delay", [0, 0.5], ids=["plain", "slow-attach"])
+def test_demo_json_is_consistent(attach_delay):
+    cmd = ["demo", "--duration", "2", "--format", "json", "--pps", "500"]
+    if attach_delay:
+        cmd = [sys.executable, "-c", SLOW_ATTACH, str(attach_delay), *cmd]
+    else:
+        cmd = OVSLAT + cmd
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     records = [json.loads(line) for line in r.stdout.splitlines()]
     assert records[0]["type"] == "start" and records[-1]["type"] == "summary"
@@ -37,7 +55,7 @@ def test_demo_json_is_consistent():
     (to_pod,) = (h for h in summary["hops"] if (h["from"], h["to"]) == ("ovsdemo-up0", pod_label))
     # the uplink's packets went to the bridge port or to the pod
     counts = [up["received_sync"], up["segments"], br["enqueued"] + to_pod["count"]]
-    assert max(counts) - min(counts) <= 4, counts
+    assert max(counts) - min(counts) <= 4, (counts, up, br, to_pod, summary.get("notes"))
     # the bridge port is a tap with RPS on the netdev datapath: the kernel's own
     # loss there (README, "Known limits", up to 1%) is in flight, not received
     assert br["enqueued"] * 0.98 <= br["ip_rcv"] <= br["received"] <= br["enqueued"], br

@@ -11,7 +11,15 @@ import pytest
 
 from ovslat.scenario import testbed
 from tests.host.conftest import kernel_has_kprobes
-from tests.ovslat_proc import REPO, Watch, interface, ovslat_prog_ids, programs_left, run_ovslat
+from tests.ovslat_proc import (
+    REPO,
+    Watch,
+    interface,
+    ovslat_prog_ids,
+    ovslat_progs,
+    programs_left,
+    run_ovslat,
+)
 
 UDP_PORT, OTHER_UDP_PORT, TCP_PORT = 5001, 5003, 5002
 
@@ -81,6 +89,31 @@ def test_exact_counts_per_protocol(host_a, filters, expected, auto_backend):
     e2r = i["stages"]["enqueue_to_receive"]
     assert 0 < e2r["p50_us"] <= e2r["p99_us"] <= e2r["max_us"] < 1_000_000
     assert sum(b["count"] for b in e2r["buckets"]) == expected
+
+
+@pytest.mark.parametrize("tp_btf", ["1", "0"], ids=["tp_btf", "raw_tracepoint"])
+def test_tracepoint_programs_typed_or_raw(host_a, tp_btf):
+    """The tracepoint backend's programs as tp_btf (typed field loads, the
+    default where the kernel's BTF has its tracepoints) and as the raw
+    tracepoints it falls back to (OVSLAT_TP_BTF=0, or a kernel refusing
+    tp_btf): both count the same packets exactly."""
+    ns, _ = host_a
+    before = ovslat_prog_ids()
+    with Watch(["-i", "ovt-a0", "--attach", "tracepoint"], env={"OVSLAT_TP_BTF": tp_btf}) as w:
+        # (the kernel keeps 15 characters of a name; bpftool shows BTF's whole one)
+        progs = {p["name"][:15]: p["type"] for i, p in ovslat_progs().items() if i not in before}
+        send_mix(ns, "198.18.10.1")
+        exact(w, "ovt-a0", 500)
+    want = "tracing" if tp_btf == "1" else "raw_tracepoint"
+    # S1, S2, the calls' entry and exit, the drop hook
+    for name in (
+        "tp_netif_rx",
+        "tp_receive",
+        "tp_receive_entr",
+        "tp_receive_exit",
+        "drop_kfree_skb",
+    ):
+        assert progs.get(name) == want, progs
 
 
 def test_address_and_source_port_filters(host_a):
