@@ -199,29 +199,51 @@ static __always_inline u32 mix32(u32 h, u32 v)
 	return (h << 13 | h >> 19) * 5 + 0xE6546B64u;
 }
 
-/* A UDP datagram's ports parse() has read already (to look for a tunnel):
- * PRE_PORTS | the two ports as they are in the header; 0: not read. */
-#define PRE_PORTS (1ULL << 32)
+/* The IP header is read with the L4_PEEK bytes after it, in one probe
+ * read: where no IPv4 option or IPv6 extension header comes between, those
+ * are the L4 header's ports, TCP sequence and acknowledgement, ICMP echo id
+ * and sequence, a UDP datagram's first 8 payload bytes, or a tunnel's
+ * header — no second read per packet. Past a short packet's end they are
+ * its head buffer's (tailroom, then skb_shared_info: always readable), as
+ * a read at the L4 offset would find too. */
+#define L4_PEEK 16
+union ip_hdr {
+	struct {
+		struct iphdr v4;
+		u8 v4_l4[L4_PEEK];
+	};
+	struct {
+		struct ipv6hdr v6;
+		u8 v6_l4[L4_PEEK];
+	};
+};
 
-/* The L4 header at l4p (the first fragment's only): ports (TCP, UDP), the
- * TCP sequence and acknowledgement numbers, ICMP / ICMPv6 echo id +
- * sequence. `l4[2]` holds the acknowledgement number for IPv6 alone (IPv4
- * has its IP id). `pre`: see PRE_PORTS. */
-static __always_inline int parse_l4(struct pkt *p, void *l4p, u32 proto, int v6, u64 pre)
+/* The first L4_PEEK bytes of the L4 header at l4p into `peek`, unless
+ * `peeked` says they are there already. One path either way (the
+ * verifier's states meet again right after), and a flag rather than a NULL
+ * pointer: the verifier does not follow a pointer chosen on one branch and
+ * tested on another. */
+static __always_inline int peek_l4(u8 *peek, int peeked, void *l4p)
+{
+	return peeked || !bpf_probe_read_kernel(peek, L4_PEEK, l4p) ? PARSE_OK : PARSE_FAIL;
+}
+
+/* The L4 header (the first fragment's only), its first bytes in `peek`
+ * (peek_l4): ports (TCP, UDP), the TCP sequence and acknowledgement
+ * numbers, ICMP / ICMPv6 echo id + sequence. `l4[2]` holds the
+ * acknowledgement number for IPv6 alone (IPv4 has its IP id). */
+static __always_inline int parse_l4(struct pkt *p, u32 proto, int v6, const u8 *peek)
 {
 	u32 l4[3] = {};
 
 	if (proto == IPPROTO_TCP) {
-		if (v6 ? KREAD(l4, l4p) : bpf_probe_read_kernel(l4, 8, l4p))
-			return PARSE_FAIL;
+		__builtin_memcpy(l4, peek, 8);
+		if (v6)
+			__builtin_memcpy(&l4[2], peek + 8, 4);
 	} else if (proto == IPPROTO_UDP) {
-		if (pre & PRE_PORTS)
-			l4[0] = (u32)pre;
-		else if (KREAD(l4[0], l4p))
-			return PARSE_FAIL;
+		__builtin_memcpy(l4, peek, 4);
 	} else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
-		if (KREAD(l4[0], l4p + 4)) /* echo id + sequence */
-			return PARSE_FAIL;
+		__builtin_memcpy(l4, peek + 4, 4); /* echo id + sequence */
 	}
 	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
 		p->sport = bpf_ntohs((u16)l4[0]);
@@ -234,10 +256,18 @@ static __always_inline int parse_l4(struct pkt *p, void *l4p, u32 proto, int v6,
 	return PARSE_OK;
 }
 
-/* The header at `data`, read (and its version checked) by parse() into *h */
-static __always_inline int parse_ipv4(void *data, struct iphdr *h, struct pkt *p, u64 pre)
+/* IP protocols whose L4 header parse_l4() reads */
+static __always_inline int has_l4(u32 proto)
 {
-	struct iphdr ip = *h;
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_ICMP ||
+	       proto == IPPROTO_ICMPV6;
+}
+
+/* The header at `data`, read (and its version checked) by parse() into *h;
+ * `peeked`: h's peek holds the L4 header's first bytes */
+static __always_inline int parse_ipv4(void *data, union ip_hdr *h, struct pkt *p, int peeked)
+{
+	struct iphdr ip = h->v4;
 
 	p->id.family = 4;
 	p->id.saddr[0] = ip.saddr;
@@ -246,9 +276,11 @@ static __always_inline int parse_ipv4(void *data, struct iphdr *h, struct pkt *p
 	p->id.ip_id = ip.id;
 	p->id.tot_len = ip.tot_len;
 	/* Only the first fragment carries the L4 header. */
-	if (!(ip.frag_off & bpf_htons(0x1fff)) &&
-	    parse_l4(p, data + ip.ihl * 4, ip.protocol, 0, pre) != PARSE_OK)
-		return PARSE_FAIL;
+	if (!(ip.frag_off & bpf_htons(0x1fff)) && has_l4(ip.protocol)) {
+		if (peek_l4(h->v4_l4, peeked, data + ip.ihl * 4) != PARSE_OK)
+			return PARSE_FAIL;
+		parse_l4(p, ip.protocol, 0, h->v4_l4);
+	}
 	/* A GRO-merged skb keeps its first segment's headers but the merged
 	 * length: the S1 record's fingerprint leaves the length out. */
 	p->flow_fp = mix32(mix32(mix32(ip.saddr, ip.daddr), (u32)ip.id << 16 | ip.protocol),
@@ -260,9 +292,10 @@ static __always_inline int parse_ipv4(void *data, struct iphdr *h, struct pkt *p
 
 /* The header at `data`, read by parse() into *ip6; base: its offset from
  * skb->data (an inner packet's is past its tunnel's headers) */
-static __always_inline int parse_ipv6(void *skb, void *data, struct ipv6hdr *ip6, u32 base,
-				      struct pkt *p, u64 pre)
+static __always_inline int parse_ipv6(void *skb, void *data, union ip_hdr *hdr, u32 base,
+				      struct pkt *p)
 {
+	struct ipv6hdr *ip6 = &hdr->v6;
 	u32 off = sizeof(*ip6), i, h = 0;
 	u8 nexthdr;
 	int first = 1;
@@ -300,16 +333,22 @@ static __always_inline int parse_ipv6(void *skb, void *data, struct ipv6hdr *ip6
 		nexthdr = ext[0];
 	}
 	p->id.proto = nexthdr;
-	if (first && parse_l4(p, data + off, nexthdr, 1, pre) != PARSE_OK)
-		return PARSE_FAIL;
+	if (first && has_l4(nexthdr)) {
+		/* read with the header unless extension headers came between */
+		if (peek_l4(hdr->v6_l4, off == sizeof(*ip6), data + off) != PARSE_OK)
+			return PARSE_FAIL;
+		parse_l4(p, nexthdr, 1, hdr->v6_l4);
+	}
 	if (first && nexthdr == IPPROTO_UDP) {
 		/* Datagrams of one flow differ in their payload only: its first 8
 		 * bytes, when the linear area holds them (a paged payload's are
 		 * elsewhere, and read as 0 on every interface alike). */
 		u32 len[2] = {}, pl[2] = {};
 
+		_Static_assert(8 + sizeof(pl) <= L4_PEEK, "the UDP header and 8 bytes");
 		if (!KFIELD(len[0], skb, OFF_SKB_LEN) && !KFIELD(len[1], skb, OFF_SKB_DATA_LEN) &&
-		    len[0] - len[1] >= base + off + 16 && !KREAD(pl, data + off + 8)) {
+		    len[0] - len[1] >= base + off + 16) {
+			__builtin_memcpy(pl, hdr->v6_l4 + 8, sizeof(pl));
 			p->id.seq = pl[0];
 			p->id.ack = pl[1];
 		}
@@ -337,21 +376,18 @@ static __always_inline u32 tunnel_type_of(struct config *cfg, u16 dport)
 	return TUNNEL_NONE;
 }
 
-union ip_hdr {
-	struct iphdr v4;
-	struct ipv6hdr v6;
-};
-
-/* The IP header at `data` into *h, its version checked */
+/* The IP header at `data` into *h, with the L4_PEEK bytes after it, its
+ * version checked */
 static __always_inline int read_ip(void *data, u16 proto, union ip_hdr *h)
 {
+	_Static_assert(sizeof(h->v4) + L4_PEEK <= sizeof(*h), "v4 and its peek");
 	if (proto == bpf_htons(ETH_P_IP))
-		return bpf_probe_read_kernel(&h->v4, sizeof(h->v4), data) || h->v4.version != 4 ||
-			       h->v4.ihl < 5
+		return bpf_probe_read_kernel(h, sizeof(h->v4) + L4_PEEK, data) ||
+			       h->v4.version != 4 || h->v4.ihl < 5
 			   ? PARSE_FAIL
 			   : PARSE_OK;
-	return bpf_probe_read_kernel(&h->v6, sizeof(h->v6), data) || h->v6.version != 6 ? PARSE_FAIL
-											: PARSE_OK;
+	return bpf_probe_read_kernel(h, sizeof(*h), data) || h->v6.version != 6 ? PARSE_FAIL
+										: PARSE_OK;
 }
 
 /* The outer packet in *h is a UDP datagram (its ports in `ports`, its
@@ -361,14 +397,15 @@ static __always_inline int read_ip(void *data, u16 proto, union ip_hdr *h)
  * *data, *base (its offset from skb->data) and *proto moved to the inner
  * header. PARSE_NOT_IP, nothing changed: no tunnel packet after all, or a
  * non-IP inner frame (measured as the outer datagram). */
-static __always_inline int tunnel_inner(u32 type, union ip_hdr *h, u32 ports, u8 *udp, void **data,
-					u32 *base, u16 *proto, struct tunnel_hdr *outer)
+static __always_inline int tunnel_inner(u32 type, union ip_hdr *h, u32 ports, u8 *udp,
+					const u8 *peek, void **data, u32 *base, u16 *proto,
+					struct tunnel_hdr *outer)
 {
 	u8 hdr[TUNNEL_HDR_LEN], eth[ETH_HLEN + 8];
 	u32 off = 8 + TUNNEL_HDR_LEN, vni, inner;
 
-	if (bpf_probe_read_kernel(hdr, sizeof(hdr), udp + 8))
-		return PARSE_FAIL;
+	_Static_assert(8 + TUNNEL_HDR_LEN <= L4_PEEK, "the UDP and tunnel headers in the peek");
+	__builtin_memcpy(hdr, peek + 8, sizeof(hdr)); /* after the UDP header */
 	vni = (u32)hdr[4] << 16 | (u32)hdr[5] << 8 | hdr[6];
 	if (type == TUNNEL_VXLAN) {
 		if (!(hdr[0] & VXLAN_FLAG_VNI))
@@ -425,8 +462,7 @@ static __always_inline int parse(void *skb, struct config *cfg, struct pkt *p)
 	void *data = 0;
 	u32 base = 0;
 	union ip_hdr h;
-	u64 pre = 0;
-	int r, i;
+	int r, i, peeked;
 
 	if (KFIELD(eth_proto, skb, OFF_SKB_PROTOCOL))
 		return PARSE_NOT_IP;
@@ -451,38 +487,44 @@ static __always_inline int parse(void *skb, struct config *cfg, struct pkt *p)
 	data += base;
 	if (read_ip(data, eth_proto, &h) != PARSE_OK)
 		return PARSE_FAIL;
+	/* IPv4: h's peek holds the L4 header's first bytes (no options) */
+	peeked = h.v4.ihl == 5;
 	if (cfg) {
 		u32 l4 = 0, ports, type;
+		u8 *peek = h.v4_l4;
 
 		/* a UDP header right after the IP header (tunnels use no IPv6
-		 * extension headers): its ports, for the tunnel ports' check and
-		 * parse_l4 */
+		 * extension headers): its ports, for the tunnel ports' check */
 		if (eth_proto == bpf_htons(ETH_P_IP)) {
 			if (h.v4.protocol == IPPROTO_UDP && !(h.v4.frag_off & bpf_htons(0x1fff)))
 				l4 = h.v4.ihl * 4;
 		} else if (h.v6.nexthdr == IPPROTO_UDP) {
 			l4 = sizeof(h.v6);
+			peek = h.v6_l4;
 		}
 		if (l4) {
-			if (KREAD(ports, data + l4))
+			/* past IPv4 options: read into the peek, for parse_l4 too */
+			if (peek_l4(peek, l4 == sizeof(h.v4) || l4 == sizeof(h.v6), data + l4) !=
+			    PARSE_OK)
 				return PARSE_FAIL;
-			pre = PRE_PORTS | ports;
+			peeked = 1;
+			__builtin_memcpy(&ports, peek, sizeof(ports));
 			type = tunnel_type_of(cfg, bpf_ntohs((u16)(ports >> 16)));
 			if (type != TUNNEL_NONE) {
-				r = tunnel_inner(type, &h, ports, (u8 *)data + l4, &data, &base,
-						 &eth_proto, &p->outer);
+				r = tunnel_inner(type, &h, ports, (u8 *)data + l4, peek, &data,
+						 &base, &eth_proto, &p->outer);
 				if (r == PARSE_FAIL)
 					return r;
 				if (r == PARSE_OK) {
-					pre = 0;
 					if (read_ip(data, eth_proto, &h) != PARSE_OK)
 						return PARSE_FAIL;
+					peeked = h.v4.ihl == 5;
 				}
 			}
 		}
 	}
-	r = eth_proto == bpf_htons(ETH_P_IP) ? parse_ipv4(data, &h.v4, p, pre)
-					     : parse_ipv6(skb, data, &h.v6, base, p, pre);
+	r = eth_proto == bpf_htons(ETH_P_IP) ? parse_ipv4(data, &h, p, peeked)
+					     : parse_ipv6(skb, data, &h, base, p);
 	if (r != PARSE_OK)
 		return r;
 	p->fingerprint = mix32(p->flow_fp, p->id.tot_len);
