@@ -501,11 +501,11 @@ static __always_inline int parse(void *skb, struct config *cfg, struct pkt *p)
 		} else if (h.v6.nexthdr == IPPROTO_UDP) {
 			l4 = sizeof(h.v6);
 			peek = h.v6_l4;
+			peeked = 1;
 		}
 		if (l4) {
 			/* past IPv4 options: read into the peek, for parse_l4 too */
-			if (peek_l4(peek, l4 == sizeof(h.v4) || l4 == sizeof(h.v6), data + l4) !=
-			    PARSE_OK)
+			if (peek_l4(peek, peeked, data + l4) != PARSE_OK)
 				return PARSE_FAIL;
 			peeked = 1;
 			__builtin_memcpy(&ports, peek, sizeof(ports));
